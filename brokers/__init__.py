@@ -1,0 +1,9 @@
+"""Broker access for Sluice: one module per broker behind the interface in `base`.
+
+Importing this package imports no broker client library; adapters are loaded
+on first use through `brokers.base.connect`.
+"""
+
+from brokers.base import BrokerError, connect
+
+__all__ = ["BrokerError", "connect"]

@@ -1,0 +1,251 @@
+"""The interface every broker adapter implements, and the data it returns.
+
+Adapters talk to one broker each and return these frozen dataclasses, never
+raw client objects or API JSON. They know nothing of Django: configuration is
+passed to the constructor, and every failure leaves the adapter as a
+`BrokerError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+
+class BrokerError(Exception):
+    """A broker could not do what was asked; `message` is safe to show."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        # False when trying again cannot help (bad credentials, unknown queue).
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    running: bool = True
+    mem_used: int | None = None  # bytes
+    mem_limit: int | None = None  # bytes; the memory alarm's threshold
+    mem_alarm: bool = False
+    disk_free: int | None = None  # bytes
+    disk_free_limit: int | None = None  # bytes; the disk alarm's threshold
+    disk_alarm: bool = False
+
+
+@dataclass(frozen=True)
+class Health:
+    """One broker as a whole, as seen by one collection."""
+
+    version: str = ""
+    nodes: tuple[Node, ...] = ()
+    # Messages waiting, messages delivered but not yet acknowledged.
+    backlog: int = 0
+    in_flight: int = 0
+    consumers: int = 0
+    in_rate: float = 0.0  # messages/s entering the broker
+    out_rate: float = 0.0  # messages/s delivered to consumers
+    # Free-form facts worth showing (cluster name, object counts...).
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alarms(self) -> list[str]:
+        out = []
+        for node in self.nodes:
+            if node.mem_alarm:
+                out.append(f"memory alarm on {node.name}")
+            if node.disk_alarm:
+                out.append(f"disk alarm on {node.name}")
+            if not node.running:
+                out.append(f"{node.name} is not running")
+        return out
+
+
+@dataclass(frozen=True)
+class Consumer:
+    tag: str
+    channel: str = ""  # RabbitMQ: the channel's name; Kafka: the member's host
+    prefetch: int | None = None
+    ack_required: bool = True
+    client: str = ""  # connection or client id
+
+
+@dataclass(frozen=True)
+class Binding:
+    source: str  # the exchange; "" is RabbitMQ's default exchange
+    destination: str
+    destination_type: str  # "queue" or "exchange"
+    routing_key: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    vhost: str = ""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    type: str  # direct, topic, fanout, headers...
+    vhost: str = ""
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+    policy: str = ""
+    in_rate: float | None = None  # messages/s published in
+    out_rate: float | None = None  # messages/s routed out
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Anything with a backlog: a queue, stream, topic or consumer group.
+
+    Every broker fills the same fields with the same meaning, so destinations
+    of different brokers rank side by side.
+    """
+
+    kind: str  # "queue", "stream", "topic", "group" or "consumer"
+    name: str
+    # Unique within the broker; the part of the URL that names it.
+    key: str
+    vhost: str = ""  # RabbitMQ vhost; "" elsewhere
+    type: str = ""  # RabbitMQ: classic, quorum or stream
+    state: str = ""  # RabbitMQ: running, idle, flow...; Kafka: group state
+    # Messages waiting to be delivered (RabbitMQ: ready; Kafka: lag).
+    backlog: int = 0
+    # Delivered but not yet acknowledged (RabbitMQ: unacked).
+    in_flight: int = 0
+    consumers: int = 0
+    # Messages/s in and out. None when the broker gave no rate; the collector
+    # then derives it from the counters below.
+    in_rate: float | None = None
+    out_rate: float | None = None
+    # Monotonic totals (published, delivered/committed) for rate derivation.
+    in_total: int | None = None
+    out_total: int | None = None
+    # How far behind consumers are: messages for Kafka groups, None elsewhere.
+    lag: int | None = None
+    # RabbitMQ: the share of time the queue could deliver at once (0..1).
+    consumer_capacity: float | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    policy: str = ""
+    # The effective policy definition, e.g. {"dead-letter-exchange": "dlx"}.
+    effective_policy: dict[str, Any] = field(default_factory=dict)
+    consumer_details: tuple[Consumer, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Slow-changing structure, collected less often than destinations."""
+
+    vhosts: tuple[str, ...] = ()
+    exchanges: tuple[Exchange, ...] = ()
+    bindings: tuple[Binding, ...] = ()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    health: Health
+    destinations: tuple[Destination, ...]
+    topology: Topology | None = None  # None when not collected this time
+    requests: int = 0  # calls made to the broker for this snapshot
+
+
+class Adapter(Protocol):
+    """What the dashboard needs of a broker."""
+
+    def collect(self, topology: bool = False) -> Snapshot:
+        """Read the broker's state; with `topology`, also its exchanges and bindings."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# Short names to classes, imported on first use so that importing `brokers`
+# does not import pika, kafka-python or nats-py.
+ADAPTERS = {
+    "rabbitmq": "brokers.rabbitmq.RabbitMQ",
+    "kafka": "brokers.kafka.Kafka",
+    "nats": "brokers.nats.Nats",
+}
+
+# Options each kind accepts, and which of them must be present.
+OPTIONS: dict[str, dict[str, bool]] = {
+    "rabbitmq": {"management_url": True, "amqp_url": False, "username": False, "password": False},
+    "kafka": {
+        "bootstrap_servers": True,
+        "security_protocol": False,
+        "sasl_mechanism": False,
+        "sasl_username": False,
+        "sasl_password": False,
+    },
+    "nats": {
+        "url": False,
+        "monitoring_url": True,
+        "user": False,
+        "password": False,
+        "token": False,
+    },
+}
+
+SECRET_OPTIONS = {"password", "sasl_password", "token"}
+
+
+def adapter_class(kind: str) -> type:
+    try:
+        dotted = ADAPTERS[kind]
+    except KeyError:
+        known = ", ".join(sorted(ADAPTERS))
+        raise BrokerError(
+            f"unknown broker kind {kind!r} (known: {known})", retryable=False
+        ) from None
+    module, name = dotted.rsplit(".", 1)
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def connect(kind: str, options: dict[str, Any], timeout: float = 3.0) -> Adapter:
+    """An adapter for a broker of `kind` configured by `options`."""
+    adapter: Adapter = adapter_class(kind)(timeout=timeout, **options)
+    return adapter
+
+
+VAR_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced: amqp://guest:•••@host/."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "•••"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    if parts.password and VAR_REF.fullmatch(parts.password):
+        return url  # a ${VAR} reference names the secret without revealing it
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}:•••@{hostport}" if user else f"•••@{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+MASK = "•••"
+
+
+def redact_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options fit to show: passwords masked, URL passwords redacted, ${VAR} kept."""
+    shown: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in SECRET_OPTIONS and isinstance(value, str) and not VAR_REF.fullmatch(value):
+            shown[key] = MASK
+        elif isinstance(value, str) and "://" in value:
+            shown[key] = redact_url(value)
+        else:
+            shown[key] = value
+    return shown

@@ -1,0 +1,256 @@
+"""One collection of one broker: ask the adapter, store the state and a sample, tell viewers.
+
+Runs in Celery workers only, never on the request path. A broker that fails
+is marked down with its error; it never raises out of here, so one broker's
+trouble cannot stop the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+
+from brokers.base import Adapter, BrokerError, Snapshot, connect
+from brokers.base import Destination as Dest
+from dashboard.config import expand_options
+from dashboard.models import Broker, Destination, Sample
+
+log = logging.getLogger(__name__)
+
+# Adapters keep their connections between collections; one per broker per process.
+_adapters: dict[int, tuple[str, Adapter]] = {}
+
+
+def adapter_for(broker: Broker) -> Adapter:
+    fingerprint = json.dumps([broker.kind, broker.options], sort_keys=True)
+    cached = _adapters.get(broker.pk)
+    if cached and cached[0] == fingerprint:
+        return cached[1]
+    if cached:
+        cached[1].close()
+    try:
+        options = expand_options(broker.options, broker.name)
+    except ImproperlyConfigured as exc:  # a ${VAR} that is not set
+        raise BrokerError(str(exc), retryable=False) from None
+    adapter = connect(broker.kind, options, timeout=settings.SLUICE_BROKER_TIMEOUT)
+    _adapters[broker.pk] = (fingerprint, adapter)
+    return adapter
+
+
+def forget_adapter(broker: Broker) -> None:
+    cached = _adapters.pop(broker.pk, None)
+    if cached:
+        cached[1].close()
+
+
+def collect(broker: Broker, now: float | None = None) -> bool:
+    """Collect `broker` once; True if it answered."""
+    now = time.time() if now is None else now
+    want_topology = (
+        broker.topology_at is None
+        or now - broker.topology_at.timestamp() >= settings.SLUICE_TOPOLOGY_INTERVAL
+    )
+    started = time.monotonic()
+    try:
+        snapshot = adapter_for(broker).collect(topology=want_topology)
+    except BrokerError as exc:
+        forget_adapter(broker)
+        mark_down(broker, exc.message, now)
+        return False
+    store(broker, snapshot, now, elapsed=time.monotonic() - started)
+    return True
+
+
+def mark_down(broker: Broker, message: str, now: float) -> None:
+    at = datetime.fromtimestamp(now, UTC)
+    if broker.status != Broker.STATUS_DOWN:
+        broker.down_since = at
+        log.warning("broker %s is down: %s", broker.name, message)
+    broker.status = Broker.STATUS_DOWN
+    broker.error = message
+    broker.last_collected = at
+    broker.save(update_fields=["status", "error", "down_since", "last_collected"])
+
+
+def _rate(
+    given: float | None, total: int | None, prev_total: int | None, dt: float
+) -> float | None:
+    """The broker's own rate, else the counter's change per second."""
+    if given is not None:
+        return max(0.0, given)
+    if total is None or prev_total is None or dt <= 0 or total < prev_total:
+        return None  # first sight, or the counter was reset
+    return (total - prev_total) / dt
+
+
+def trouble(
+    backlog: int, consumers: int, kind: str, in_rate: float | None, out_rate: float | None
+) -> int:
+    """2 if the backlog is growing, 1 if it has no consumers, else 0.
+
+    Growing: backlog > 0 and the in-rate exceeds the out-rate by more than 5%
+    and 0.1 msg/s, so that a queue merely keeping up is not flagged.
+    """
+    if backlog <= 0:
+        return 0
+    if in_rate is not None and in_rate - (out_rate or 0.0) > max(0.1, 0.05 * (out_rate or 0.0)):
+        return 2
+    if consumers == 0 and kind != "topic":
+        return 1
+    return 0
+
+
+def _details(dest: Dest) -> dict[str, Any]:
+    return {
+        "arguments": dest.arguments,
+        "policy": dest.policy,
+        "effective_policy": dest.effective_policy,
+        "consumers": [asdict(c) for c in dest.consumer_details],
+        "extra": dest.extra,
+    }
+
+
+_FIELDS = (
+    "name",
+    "vhost",
+    "type",
+    "state",
+    "backlog",
+    "in_flight",
+    "consumers",
+    "in_rate",
+    "out_rate",
+    "lag",
+    "consumer_capacity",
+    "in_total",
+    "out_total",
+    "trouble",
+    "details",
+    "updated_at",
+    "gone_since",
+)
+
+
+def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) -> None:
+    at = datetime.fromtimestamp(now, UTC)
+    existing = {
+        key: (pk, in_total, out_total, updated_at)
+        for key, pk, in_total, out_total, updated_at in Destination.objects.filter(broker=broker)
+        .values_list("key", "id", "in_total", "out_total", "updated_at")
+        .iterator()
+    }
+    rows_new: list[Destination] = []
+    rows_update: list[tuple[Any, ...]] = []
+    samples: list[tuple[str, int, int, int, float | None, float | None, int | None]] = []
+    for dest in snapshot.destinations:
+        prev = existing.pop(dest.key, None)
+        dt = now - prev[3].timestamp() if prev else 0.0
+        in_rate = _rate(dest.in_rate, dest.in_total, prev[1] if prev else None, dt)
+        out_rate = _rate(dest.out_rate, dest.out_total, prev[2] if prev else None, dt)
+        values = {
+            "name": dest.name,
+            "vhost": dest.vhost,
+            "type": dest.type,
+            "state": dest.state,
+            "backlog": dest.backlog,
+            "in_flight": dest.in_flight,
+            "consumers": dest.consumers,
+            "in_rate": in_rate,
+            "out_rate": out_rate,
+            "lag": dest.lag,
+            "consumer_capacity": dest.consumer_capacity,
+            "in_total": dest.in_total,
+            "out_total": dest.out_total,
+            "trouble": trouble(dest.backlog, dest.consumers, dest.kind, in_rate, out_rate),
+            "details": _details(dest),
+            "updated_at": at,
+            "gone_since": None,
+        }
+        if prev is None:
+            rows_new.append(Destination(broker=broker, kind=dest.kind, key=dest.key, **values))
+        else:
+            rows_update.append((*(values[f] for f in _FIELDS), prev[0]))
+        samples.append(
+            (dest.key, dest.backlog, dest.in_flight, dest.consumers, in_rate, out_rate, dest.lag)
+        )
+
+    with transaction.atomic():
+        Destination.objects.bulk_create(rows_new, batch_size=500)
+        _update_rows(rows_update)
+        if existing:
+            gone_ids = [pk for pk, *_ in existing.values()]
+            Destination.objects.filter(id__in=gone_ids, gone_since__isnull=True).update(
+                gone_since=at
+            )
+        ids = dict(
+            Destination.objects.filter(broker=broker, gone_since__isnull=True).values_list(
+                "key", "id"
+            )
+        )
+        ts = int(now)
+        Sample.objects.bulk_create(
+            [
+                Sample(
+                    destination_id=ids[key],
+                    ts=ts,
+                    backlog=b,
+                    in_flight=f,
+                    consumers=c,
+                    in_rate=ir,
+                    out_rate=orate,
+                    lag=lag,
+                )
+                for key, b, f, c, ir, orate, lag in samples
+            ],
+            batch_size=1000,
+        )
+        health = snapshot.health
+        broker.status = Broker.STATUS_UP
+        broker.error = ""
+        broker.down_since = None
+        broker.last_collected = at
+        broker.last_ok = at
+        broker.collect_ms = int(elapsed * 1000)
+        broker.health = {**asdict(health), "alarms": health.alarms, "requests": snapshot.requests}
+        fields = [
+            "status",
+            "error",
+            "down_since",
+            "last_collected",
+            "last_ok",
+            "collect_ms",
+            "health",
+        ]
+        if snapshot.topology is not None:
+            broker.topology = asdict(snapshot.topology)
+            broker.topology_at = at
+            fields += ["topology", "topology_at"]
+        broker.save(update_fields=fields)
+
+
+def _update_rows(rows: list[tuple[Any, ...]]) -> None:
+    """Update many destinations in one statement each; far cheaper than bulk_update's CASE."""
+    if not rows:
+        return
+    json_param = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
+    assignments = ", ".join(
+        f"{field} = {json_param if field == 'details' else '%s'}" for field in _FIELDS
+    )
+    table = Destination._meta.db_table
+    details_at, updated_at = _FIELDS.index("details"), _FIELDS.index("updated_at")
+    params = []
+    for row in rows:
+        row = list(row)
+        row[details_at] = json.dumps(row[details_at])
+        row[updated_at] = connection.ops.adapt_datetimefield_value(row[updated_at])
+        params.append(row)
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608

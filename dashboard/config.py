@@ -1,0 +1,182 @@
+"""The broker file named by SLUICE_CONFIG: read, checked, and kept in step with the DB.
+
+    [[broker]]
+    name = "rabbit-prod"
+    kind = "rabbitmq"
+    management_url = "http://127.0.0.1:15672"
+    amqp_url = "amqp://ops:${RABBIT_PASSWORD}@127.0.0.1:5672/%2F"
+    interval = 5
+
+`${VAR}` is expanded from the environment when connecting, not when storing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from brokers.base import OPTIONS
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ImproperlyConfigured):
+    def __init__(self, path: str | Path, entry: str, message: str) -> None:
+        self.path, self.entry, self.message = str(path), entry, message
+        super().__init__(f"{path}: {entry}: {message}")
+
+
+@dataclass(frozen=True)
+class BrokerEntry:
+    name: str
+    kind: str
+    options: dict[str, Any]
+    interval: int | None
+
+
+def expand(value: Any, where: str = "") -> Any:
+    """Replace `${VAR}` in strings with the environment's value."""
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ImproperlyConfigured(
+                f"{where or 'broker option'} uses ${{{name}}}, which is not set"
+            )
+        return os.environ[name]
+
+    return VAR_RE.sub(sub, value)
+
+
+def expand_options(options: dict[str, Any], broker: str = "") -> dict[str, Any]:
+    return {
+        key: expand(value, f"broker {broker!r} option {key!r}") for key, value in options.items()
+    }
+
+
+def load(path: str | Path) -> list[BrokerEntry]:
+    """The brokers the file declares, or ConfigError naming the file and entry."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(path, "file", "not found") from None
+    except OSError as exc:
+        raise ConfigError(path, "file", f"cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "file", f"not valid TOML: {exc}") from None
+
+    unknown = set(data) - {"broker"}
+    if unknown:
+        raise ConfigError(
+            path, "file", f"unknown table(s) {', '.join(sorted(unknown))}; expected [[broker]]"
+        )
+    raw_entries = data.get("broker", [])
+    if not isinstance(raw_entries, list):
+        raise ConfigError(path, "file", "write each broker as a [[broker]] table")
+
+    entries: list[BrokerEntry] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_entries, start=1):
+        label = f"[[broker]] #{index}"
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            label += f" ({raw['name']!r})"
+        entries.append(_entry(path, label, raw))
+        if entries[-1].name in seen:
+            raise ConfigError(path, label, "another broker already has this name")
+        seen.add(entries[-1].name)
+    return entries
+
+
+def _entry(path: Path, label: str, raw: Any) -> BrokerEntry:
+    if not isinstance(raw, dict):
+        raise ConfigError(path, label, "expected a table")
+    raw = dict(raw)
+    name, kind, interval = raw.pop("name", None), raw.pop("kind", None), raw.pop("interval", None)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(path, label, "name must be 1-64 letters, digits, '-' or '_'")
+    if kind not in OPTIONS:
+        raise ConfigError(
+            path, label, f"kind must be one of {', '.join(sorted(OPTIONS))}, not {kind!r}"
+        )
+    if interval is not None and (
+        not isinstance(interval, int) or isinstance(interval, bool) or interval < 1
+    ):
+        raise ConfigError(path, label, "interval must be a whole number of seconds, at least 1")
+    allowed = OPTIONS[kind]
+    for key, value in raw.items():
+        if key not in allowed:
+            raise ConfigError(
+                path, label, f"unknown option {key!r} for {kind}; allowed: {', '.join(allowed)}"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(path, label, f"{key} must be a string")
+    for key, required in allowed.items():
+        if required and not raw.get(key):
+            raise ConfigError(path, label, f"{key} is required for {kind}")
+    for key, value in raw.items():
+        try:
+            expand(value, f"option {key!r}")
+        except ImproperlyConfigured as exc:
+            raise ConfigError(path, label, str(exc)) from None
+    return BrokerEntry(name=name, kind=kind, options=raw, interval=interval)
+
+
+_synced: tuple[str, float] | None = None
+
+
+def sync(path: str | Path | None = None, force: bool = False) -> bool:
+    """Make the DB's file-sourced brokers match the file; True if it read the file."""
+    global _synced
+    from dashboard.models import Broker
+
+    if path is None:
+        from django.conf import settings
+
+        path = settings.SLUICE_CONFIG
+    if not path:
+        return False
+    mtime = Path(path).stat().st_mtime
+    if not force and _synced == (str(path), mtime):
+        return False
+    entries = load(path)
+    names = []
+    for entry in entries:
+        names.append(entry.name)
+        broker, created = Broker.objects.get_or_create(
+            name=entry.name,
+            defaults={
+                "kind": entry.kind,
+                "options": entry.options,
+                "interval": entry.interval,
+                "source": "file",
+            },
+        )
+        changed = (broker.kind, broker.options, broker.interval, broker.source) != (
+            entry.kind,
+            entry.options,
+            entry.interval,
+            "file",
+        )
+        if not created and changed:
+            broker.kind, broker.options, broker.interval, broker.source = (
+                entry.kind,
+                entry.options,
+                entry.interval,
+                "file",
+            )
+            broker.enabled = True
+            broker.save()
+    # A broker removed from the file stops being collected; its history stays.
+    Broker.objects.filter(source="file", enabled=True).exclude(name__in=names).update(enabled=False)
+    _synced = (str(path), mtime)
+    return True

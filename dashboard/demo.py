@@ -1,0 +1,378 @@
+"""Demo traffic for the brokers in a Sluice config, so a fresh `make run` has something to show.
+
+Reads `[[broker]]` tables from the TOML file named by `$SLUICE_CONFIG` (or
+`--config`), expanding `${VAR}` from the environment, and for each broker kind
+keeps modest traffic going until SIGTERM:
+
+- rabbitmq (pika): topic exchange `events`; `orders` (kept up with), `invoices`
+  (a backlog that grows for 90 s then drains for 60 s), `emails` (no consumer,
+  `x-max-length` 5000), `payments` dead-lettering to fanout `dlx` ->
+  `payments.dlq` (~10% fail twice and are rejected, carrying `x-exception`),
+  and the quorum queue `audit.q`.
+- kafka (kafka-python): `orders.events` (3 partitions), `payments.events` and
+  `payments.events.DLT`; group `billing` keeps up, group `analytics` lags.
+- nats (nats-py): JetStream `ORDERS` (limits) read by durable `shipper`, `JOBS`
+  (work queue) where durable `jobs-worker` falls behind, and a core-NATS
+  responder on `demo.echo`.
+
+A broker that is down is logged and retried every few seconds; nothing here
+is meant to stop before it is told to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import re
+import signal
+import threading
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("sluice.demo")
+RETRY_SECONDS = 5
+Broker = dict[str, Any]
+
+
+class Pace:
+    """How many events are due since the last call, at `rate` per second."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._last = time.monotonic()
+        self._owed = 0.0
+
+    def due(self) -> int:
+        now = time.monotonic()
+        self._owed = min(self._owed + (now - self._last) * self.rate, self.rate * 2 + 1)
+        self._last = now
+        count = int(self._owed)
+        self._owed -= count
+        return count
+
+
+def _payload(n: int, failing: bool = False) -> bytes:
+    amount = -round(random.uniform(1, 50), 2) if failing else round(random.uniform(5, 500), 2)
+    customer = f"c{random.randint(1, 40):03d}"
+    return json.dumps({"id": n, "customer": customer, "amount": amount, "at": time.time()}).encode()
+
+
+# --- RabbitMQ ----------------------------------------------------------------
+
+RABBIT_QUEUES: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "orders": ({}, ["orders.#"]),
+    "invoices": ({}, ["invoices.#"]),
+    "emails": ({"x-max-length": 5000}, ["emails.#"]),
+    "payments": ({"x-dead-letter-exchange": "dlx"}, ["payments.#"]),
+    "audit.q": ({"x-queue-type": "quorum"}, ["orders.#", "payments.#"]),
+}
+
+
+def run_rabbitmq(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
+    import pika
+
+    params = pika.URLParameters(broker["amqp_url"])
+    params.socket_timeout = 5
+    params.blocked_connection_timeout = 30
+    params.connection_attempts = 1
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        ch.exchange_declare("events", "topic", durable=True)
+        ch.exchange_declare("dlx", "fanout", durable=True)
+        ch.queue_declare("payments.dlq", durable=True)
+        ch.queue_bind("payments.dlq", "dlx")
+        for queue, (arguments, keys) in RABBIT_QUEUES.items():
+            ch.queue_declare(queue, durable=True, arguments=arguments)
+            for key in keys:
+                ch.queue_bind(queue, "events", key)
+
+        def ack(ch: Any, method: Any, props: Any, body: bytes) -> None:
+            ch.basic_ack(method.delivery_tag)
+            stats["consumed"] += 1
+
+        def pay(ch: Any, method: Any, props: Any, body: bytes) -> None:
+            headers = dict(props.headers or {})
+            try:
+                amount = json.loads(body)["amount"]
+                if amount <= 0:
+                    raise ValueError(f"amount must be positive, got {amount}")
+            except ValueError as exc:
+                if headers.get("x-retries"):
+                    # Second failure: the broker dead-letters it to dlx -> payments.dlq.
+                    ch.basic_reject(method.delivery_tag, requeue=False)
+                    stats["dead-lettered"] += 1
+                    return
+                # First failure: retry once, noting why, as retrying consumers do.
+                headers.update({"x-exception": f"ValueError: {exc}", "x-retries": 1})
+                retry = pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=2,
+                    message_id=props.message_id,
+                    timestamp=props.timestamp,
+                    headers=headers,
+                )
+                ch.basic_publish("", "payments", body, retry)
+            ch.basic_ack(method.delivery_tag)
+            stats["consumed"] += 1
+
+        ch.basic_qos(prefetch_count=50)
+        ch.basic_consume("orders", ack)
+        ch.basic_consume("audit.q", ack)
+        ch.basic_consume("payments", pay)
+        publish = {
+            "orders.created": Pace(10),
+            "payments.charge": Pace(5),
+            "invoices.issued": Pace(20),
+            "emails.send": Pace(2),
+        }
+        invoice_worker = Pace(12)
+        started = time.monotonic()
+        n = 0
+        while not stop.is_set():
+            # 90 s of invoices faster than their worker, then 60 s of pause to drain.
+            busy = (time.monotonic() - started) % 150 < 90
+            publish["invoices.issued"].rate = 20 if busy else 0
+            invoice_worker.rate = 12 if busy else 25
+            for key, pace in publish.items():
+                for _ in range(pace.due()):
+                    n += 1
+                    failing = key.startswith("payments") and random.random() < 0.1
+                    props = pika.BasicProperties(
+                        content_type="application/json",
+                        delivery_mode=2,
+                        message_id=f"demo-{n}",
+                        timestamp=int(time.time()),
+                        headers={"source": "sluice-demo"},
+                    )
+                    ch.basic_publish("events", key, _payload(n, failing), props)
+                    stats["published"] += 1
+            for _ in range(invoice_worker.due()):
+                method, _props, _body = ch.basic_get("invoices")
+                if method is None:
+                    break
+                ch.basic_ack(method.delivery_tag)
+                stats["consumed"] += 1
+            conn.process_data_events(time_limit=0.1)
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+# --- Kafka -------------------------------------------------------------------
+
+KAFKA_TOPICS = {"orders.events": 3, "payments.events": 2, "payments.events.DLT": 1}
+
+
+def run_kafka(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    servers = broker["bootstrap_servers"]
+    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10000)
+    try:
+        missing = {t: n for t, n in KAFKA_TOPICS.items() if t not in admin.list_topics()}
+        if missing:
+            spec = {t: {"num_partitions": n, "replication_factor": 1} for t, n in missing.items()}
+            admin.create_topics(spec, wait_for_metadata=True)
+    finally:
+        admin.close()
+
+    group = {
+        "bootstrap_servers": servers,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+    }
+    producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20, max_block_ms=10000)
+    billing = KafkaConsumer("orders.events", "payments.events", group_id="billing", **group)
+    analytics = KafkaConsumer(
+        "orders.events", group_id="analytics", enable_auto_commit=False, **group
+    )
+    try:
+        orders, payments, analyst = Pace(15), Pace(5), Pace(5)
+        n = 0
+        while not stop.is_set():
+            for _ in range(orders.due()):
+                n += 1
+                producer.send("orders.events", _payload(n), key=f"order-{n % 50}".encode())
+                stats["published"] += 1
+            for _ in range(payments.due()):
+                n += 1
+                failing = random.random() < 0.1
+                producer.send("payments.events", _payload(n, failing), key=str(n).encode())
+                if failing:
+                    reason = b"ValueError: amount must be positive"
+                    headers = [("x-exception", reason), ("x-original-topic", b"payments.events")]
+                    producer.send("payments.events.DLT", _payload(n, True), headers=headers)
+                    stats["dead-lettered"] += 1
+                stats["published"] += 1
+            batches = billing.poll(timeout_ms=100, max_records=500)
+            stats["consumed"] += sum(len(records) for records in batches.values())
+            # Analytics reads a third as fast as orders arrive, so its lag keeps growing.
+            due = analyst.due()
+            if due:
+                batches = analytics.poll(timeout_ms=100, max_records=due)
+                if batches:
+                    analytics.commit()
+                    stats["consumed"] += sum(len(records) for records in batches.values())
+    finally:
+        producer.close(timeout=5)
+        billing.close()
+        analytics.close()
+
+
+# --- NATS --------------------------------------------------------------------
+
+
+def run_nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
+    asyncio.run(_nats(broker, stop, stats))
+
+
+async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
+    import nats
+    from nats.js.api import RetentionPolicy
+    from nats.js.errors import BadRequestError
+
+    async def quiet(exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    nc = await nats.connect(broker["url"], connect_timeout=3, allow_reconnect=False, error_cb=quiet)
+    try:
+        js = nc.jetstream(timeout=5)
+        streams: list[dict[str, Any]] = [
+            {"name": "ORDERS", "subjects": ["orders.>"], "max_msgs": 100_000},
+            {"name": "JOBS", "subjects": ["jobs.>"], "retention": RetentionPolicy.WORK_QUEUE},
+        ]
+        for stream in streams:
+            try:
+                await js.add_stream(**stream)
+            except BadRequestError:
+                await js.update_stream(**stream)
+
+        async def echo(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await nc.subscribe("demo.echo", cb=echo)
+        shipper = await js.pull_subscribe("orders.>", durable="shipper", stream="ORDERS")
+        worker = await js.pull_subscribe("jobs.>", durable="jobs-worker", stream="JOBS")
+        publish = {"orders.created": Pace(8), "orders.shipped": Pace(4), "jobs.resize": Pace(5)}
+        work, ping = Pace(2), Pace(1)
+        n = 0
+        while not stop.is_set():
+            for subject, pace in publish.items():
+                for _ in range(pace.due()):
+                    n += 1
+                    await js.publish(subject, _payload(n))
+                    stats["published"] += 1
+            try:
+                for msg in await shipper.fetch(batch=200, timeout=0.2):
+                    await msg.ack()
+                    stats["consumed"] += 1
+            except TimeoutError:  # nothing to fetch; nats-py raises asyncio's
+                pass
+            due = work.due()
+            if due:
+                try:
+                    for msg in await worker.fetch(batch=due, timeout=0.2):
+                        await msg.ack()
+                        stats["consumed"] += 1
+                except TimeoutError:  # nothing to fetch; nats-py raises asyncio's
+                    pass
+            if ping.due():
+                await nc.request("demo.echo", b"ping", timeout=2)
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+# --- Running -----------------------------------------------------------------
+
+RUNNERS: dict[str, Callable[[Broker, threading.Event, Counter[str]], None]] = {
+    "rabbitmq": run_rabbitmq,
+    "kafka": run_kafka,
+    "nats": run_nats,
+}
+
+
+def keep_running(broker: Broker, stop: threading.Event) -> None:
+    """Run one broker's traffic until stop is set, reconnecting after any failure."""
+    stats: Counter[str] = Counter()
+    name, run = broker["name"], RUNNERS[broker["kind"]]
+    reporter = threading.Thread(target=_report, args=(name, stats, stop), daemon=True)
+    reporter.start()
+    while not stop.is_set():
+        try:
+            log.info("%s: connecting", name)
+            run(broker, stop, stats)
+        # Any error (broker down, connection lost, a client's odd exception) means
+        # "reconnect later": the demo exists to keep traffic going.
+        except Exception as exc:  # noqa: BLE001
+            log.warning(
+                "%s: %s: %s; retrying in %d s",
+                *(name, type(exc).__name__, exc, RETRY_SECONDS),
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            stop.wait(RETRY_SECONDS)
+
+
+def _report(name: str, stats: Counter[str], stop: threading.Event) -> None:
+    while not stop.wait(30):
+        counts = ", ".join(f"{key} {value}" for key, value in sorted(stats.items()))
+        log.info("%s: last 30 s: %s", name, counts or "no traffic")
+        stats.clear()
+
+
+def load_brokers(path: str) -> list[Broker]:
+    """Read [[broker]] tables from a Sluice TOML config, with ${VAR} expanded."""
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, str):
+            return re.sub(r"\$\{(\w+)\}", lambda m: os.environ.get(m.group(1), ""), value)
+        return value
+
+    with open(path, "rb") as f:
+        config = tomllib.load(f)
+    return [{k: expand(v) for k, v in broker.items()} for broker in config.get("broker", [])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=os.environ.get("SLUICE_CONFIG"))
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if os.environ.get("SLUICE_DEMO_DEBUG") else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("kafka", "pika", "nats"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    if not args.config:
+        parser.error("no config: set SLUICE_CONFIG or pass --config")
+    brokers = [b for b in load_brokers(args.config) if b.get("kind") in RUNNERS]
+    if not brokers:
+        log.error("no rabbitmq, kafka or nats brokers in %s", args.config)
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    threads = [
+        threading.Thread(target=keep_running, args=(b, stop), name=b["name"], daemon=True)
+        for b in brokers
+    ]
+    for thread in threads:
+        thread.start()
+    log.info("demo traffic for %s", ", ".join(b["name"] for b in brokers))
+    while not stop.wait(1):
+        pass
+    log.info("stopping")
+    for thread in threads:
+        thread.join(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Formatting for the templates: numbers, rates, ages, and destination URLs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from django import template
+from django.urls import reverse
+from django.utils import timezone
+
+register = template.Library()
+
+
+@register.filter
+def dest_url(dest: Any) -> str:
+    """The destination page; the key is one encoded segment, so '/' in names is safe."""
+    base = reverse("dashboard:broker-detail", args=[dest.broker.name])
+    return f"{base}d/{quote(dest.key, safe='')}"
+
+
+@register.filter
+def num(value: Any) -> str:
+    if value is None or value == "":
+        return "–"
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+@register.filter
+def rate(value: Any) -> str:
+    """Messages per second, to the precision that matters."""
+    if value is None:
+        return "–"
+    value = float(value)
+    if value == 0:
+        return "0"
+    if value < 10:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+@register.filter
+def pct(value: Any) -> str:
+    return "–" if value is None else f"{float(value) * 100:.0f}%"
+
+
+@register.filter
+def bytes_(value: Any) -> str:
+    if value is None:
+        return "–"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+@register.filter
+def ago(value: datetime | None) -> str:
+    if value is None:
+        return "never"
+    seconds = int((timezone.now() - value).total_seconds())
+    if seconds < 2:
+        return "just now"
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    if seconds < 172800:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+@register.filter
+def get(mapping: Any, key: str) -> Any:
+    return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.simple_tag
+def sort_link(listing: Any, column: str) -> str:
+    return "?" + listing.sort_link(column)
+
+
+@register.simple_tag
+def sort_mark(listing: Any, column: str) -> str:
+    if listing.sort.lstrip("-") != column:
+        return ""
+    return "▼" if listing.sort.startswith("-") else "▲"

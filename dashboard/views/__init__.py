@@ -1,0 +1,1 @@
+"""Views, split by area: `pages` renders HTML, `api` answers JSON."""

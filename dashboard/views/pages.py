@@ -1,0 +1,194 @@
+"""The HTML pages. Each view and its htmx fragment share one template and one context builder."""
+
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from dashboard import charts, live, queries
+from dashboard.auth import ADMIN, VIEWER, require_role
+from dashboard.models import AuditEntry, Broker, Destination
+
+
+def get_broker_or_404(name: str) -> Broker:
+    return get_object_or_404(Broker, name=name)
+
+
+def listing_context(listing: queries.Listing) -> dict[str, Any]:
+    """What the overview and broker pages show, for the page and for the live push alike."""
+    page = queries.page_of(listing)
+    rows = list(page.object_list)
+    sparks = queries.sparklines([d.pk for d in rows])
+    brokers = Broker.objects.filter(enabled=True)
+    if listing.broker:
+        brokers = brokers.filter(name=listing.broker)
+    return {
+        "listing": listing,
+        "page": page,
+        "rows": [(d, charts.sparkline(sparks.get(d.pk, []))) for d in rows],
+        "brokers": list(brokers),
+        "broker_names": list(Broker.objects.filter(enabled=True).values_list("name", flat=True)),
+        "view": live.View(
+            "broker" if listing.broker else "overview", listing, broker=listing.broker
+        ),
+        "kinds": ["queue", "stream", "topic", "group", "consumer"],
+        "generated": timezone.now(),
+    }
+
+
+@require_GET
+@require_role(VIEWER)
+def overview(request: HttpRequest) -> HttpResponse:
+    ctx = listing_context(queries.Listing.from_params(request.GET))
+    template = "dashboard/overview.html#live" if request.htmx else "dashboard/overview.html"
+    return render(request, template, ctx)
+
+
+@require_GET
+@require_role(VIEWER)
+def broker_detail(request: HttpRequest, name: str) -> HttpResponse:
+    broker = get_broker_or_404(name)
+    ctx = listing_context(queries.Listing.from_params(request.GET, broker=broker.name))
+    ctx["broker"] = broker
+    template = "dashboard/overview.html#live" if request.htmx else "dashboard/broker.html"
+    return render(request, template, ctx)
+
+
+def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | None:
+    dest = Destination.objects.select_related("broker").filter(pk=dest_id).first()
+    if dest is None:
+        return None
+    hist = queries.history(dest.pk, window)
+    pts = hist["points"]
+    backlog_chart = charts.line_chart(
+        [
+            ("backlog", "s-backlog", [(p["ts"], p["backlog"]) for p in pts]),
+            ("in flight", "s-inflight", [(p["ts"], p["in_flight"]) for p in pts]),
+        ],
+        hist["since"],
+        hist["until"],
+    )
+    rate_chart = charts.line_chart(
+        [
+            ("in", "s-in", [(p["ts"], p["in_rate"]) for p in pts]),
+            ("out", "s-out", [(p["ts"], p["out_rate"]) for p in pts]),
+        ],
+        hist["since"],
+        hist["until"],
+    )
+    details = dest.details or {}
+    bindings = [
+        b
+        for b in (dest.broker.topology or {}).get("bindings", [])
+        if b.get("destination") == dest.name
+        and b.get("vhost") == dest.vhost
+        and b.get("destination_type") == "queue"
+    ]
+    return {
+        "dest": dest,
+        "broker": dest.broker,
+        "window": window,
+        "windows": list(queries.WINDOWS),
+        "history": hist,
+        "backlog_chart": backlog_chart,
+        "rate_chart": rate_chart,
+        "details": details,
+        "limits": (details.get("extra") or {}).get("limits", {}),
+        "bindings": bindings,
+        "view": live.View("destination", broker=dest.broker.name, destination_id=dest.pk),
+    }
+
+
+@require_GET
+@require_role(VIEWER)
+def destination_detail(request: HttpRequest, name: str, key: str) -> HttpResponse:
+    broker = get_broker_or_404(name)
+    dest = get_object_or_404(Destination, broker=broker, key=key)
+    window = request.GET.get("window", "1h")
+    if window not in queries.WINDOWS:
+        window = "1h"
+    ctx = destination_context(dest.pk, window)
+    if request.htmx and request.GET.get("part") == "charts":
+        return render(request, "dashboard/destination.html#charts", ctx)
+    return render(request, "dashboard/destination.html", ctx)
+
+
+@require_GET
+@require_role(VIEWER)
+def exchanges(request: HttpRequest, name: str) -> HttpResponse:
+    broker = get_broker_or_404(name)
+    if broker.kind != "rabbitmq":
+        raise Http404("Only RabbitMQ brokers have exchanges.")
+    topology = broker.topology or {}
+    q = request.GET.get("q", "").strip()
+    by_source: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for binding in topology.get("bindings", []):
+        by_source.setdefault((binding.get("vhost", ""), binding.get("source", "")), []).append(
+            binding
+        )
+    rows = [
+        (ex, by_source.get((ex.get("vhost", ""), ex.get("name", "")), []))
+        for ex in topology.get("exchanges", [])
+        if not q or q.lower() in ex.get("name", "").lower()
+    ]
+    ctx = {"broker": broker, "rows": rows, "q": q, "topology_at": broker.topology_at}
+    return render(request, "dashboard/exchanges.html", ctx)
+
+
+@require_GET
+@require_role(VIEWER)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    entries = AuditEntry.objects.all()
+    if request.GET.get("action"):
+        entries = entries.filter(action=request.GET["action"])
+    if request.GET.get("user"):
+        entries = entries.filter(user=request.GET["user"])
+    ctx = {"entries": entries[:500], "filters": request.GET}
+    return render(request, "dashboard/audit.html", ctx)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@require_GET
+@require_role(ADMIN)
+def audit_export(request: HttpRequest) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+    header = ["at", "user", "action", "broker", "destination", "count", "result", "detail"]
+
+    def rows():  # type: ignore[no-untyped-def]
+        yield writer.writerow(header)
+        for e in AuditEntry.objects.order_by("at").iterator():
+            # A leading = + - @ would make a spreadsheet run the cell as a formula.
+            cells = [
+                e.at.isoformat(),
+                e.user,
+                e.action,
+                e.broker,
+                e.destination,
+                e.count,
+                e.result,
+                e.detail,
+            ]
+            yield writer.writerow([_inert(c) for c in cells])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="sluice-audit.csv"'
+    return response
+
+
+def _inert(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})

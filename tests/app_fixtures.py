@@ -1,0 +1,119 @@
+"""Fixtures for the Django side: personas, brokers pointed at the real services, clients."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pytest
+
+# Django is imported inside the fixtures: this module is loaded before Django is set up.
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def personas(db: Any) -> dict[str, Any]:
+    """alice is an admin, bob an operator, carol a viewer, dave has no role."""
+    from dashboard.auth import ADMIN, OPERATOR, VIEWER, ensure_user
+
+    people = {
+        "alice": ensure_user("alice", ADMIN, PASSWORD)[0],
+        "bob": ensure_user("bob", OPERATOR, PASSWORD)[0],
+        "carol": ensure_user("carol", VIEWER, PASSWORD)[0],
+    }
+    from django.contrib.auth import get_user_model
+
+    dave = get_user_model().objects.create_user("dave", password=PASSWORD)
+    people["dave"] = dave
+    return people
+
+
+@pytest.fixture
+def client_for(personas: dict[str, Any]) -> Callable[[str | None], Any]:
+    """A test client signed in as a persona (None: anonymous), with CSRF checks on."""
+    from django.test import Client
+
+    def make(name: str | None) -> Client:
+        client = Client(enforce_csrf_checks=True)
+        if name:
+            client.force_login(personas[name])
+        return client
+
+    return make
+
+
+@pytest.fixture
+def token_for(personas: dict[str, Any]) -> Callable[[str], str]:
+    from dashboard.models import ApiToken
+
+    def make(name: str) -> str:
+        return ApiToken.issue(personas[name])[1]
+
+    return make
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def rabbit_broker(db: Any, rabbitmq: dict[str, str]) -> Any:
+    from dashboard.models import Broker
+
+    return Broker.objects.create(
+        name="rabbit",
+        kind="rabbitmq",
+        options={"management_url": rabbitmq["management_url"], "amqp_url": rabbitmq["amqp_url"]},
+    )
+
+
+@pytest.fixture
+def dead_broker(db: Any) -> Any:
+    from dashboard.models import Broker
+
+    return Broker.objects.create(
+        name="dead-rabbit",
+        kind="rabbitmq",
+        options={"management_url": f"http://127.0.0.1:{closed_port()}"},
+    )
+
+
+@pytest.fixture
+def amqp(rabbitmq: dict[str, str]) -> Iterator[Any]:
+    """A pika channel on the real RabbitMQ; queues it declares are deleted afterwards."""
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq["amqp_url"]))
+    channel = connection.channel()
+    declared: list[str] = []
+    original = channel.queue_declare
+
+    def declare(queue: str, **kwargs: Any) -> Any:
+        declared.append(queue)
+        return original(queue, **kwargs)
+
+    channel.queue_declare = declare  # type: ignore[method-assign]
+    yield channel
+    for queue in declared:
+        if connection.is_open:
+            cleanup = connection.channel()
+            cleanup.queue_delete(queue)
+    if connection.is_open:
+        connection.close()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.5) -> Any:
+    """Poll `check` until it returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real services the tests talk to.
+
+`make test` runs pytest under `python -m dashboard.devservices test`, which
+starts every service first and names them in the environment (`REDIS_URL`,
+`SLUICE_TEST_*`); the fixtures below then just read those. Run bare, pytest
+starts what a test asks for itself. Django settings read `REDIS_URL` before
+any conftest is imported, so a bare run leaves Django on its default Redis.
+
+Fixture modules named `tests/fixtures_*.py` or `tests/*_fixtures.py` are
+loaded as plugins, so each owner can keep theirs in their own file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from dashboard import devservices
+
+pytest_plugins = sorted(
+    f"tests.{path.stem}"
+    for pattern in ("fixtures_*.py", "*_fixtures.py")
+    for path in Path(__file__).parent.glob(pattern)
+)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return devservices.redis()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> dict[str, str]:
+    """management_url, amqp_url, username, password of a RabbitMQ with management and shovel."""
+    return devservices.rabbitmq(install=True)
+
+
+@pytest.fixture(scope="session")
+def nats() -> dict[str, str]:
+    """url and monitoring_url of a NATS server with JetStream."""
+    return devservices.nats()
+
+
+@pytest.fixture(scope="session")
+def kafka() -> dict[str, str]:
+    """bootstrap_servers of a Kafka-protocol broker."""
+    return devservices.kafka()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A short suffix no other test uses, for names on the shared brokers."""
+    return f"t{uuid4().hex[:8]}"

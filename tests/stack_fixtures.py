@@ -1,0 +1,135 @@
+"""The whole of Sluice as `make run` starts it: daphne, a Celery worker and beat, on real brokers.
+
+The stack gets its own SQLite file, its own Redis database and a broker file
+naming the test RabbitMQ, Kafka and NATS plus one broker on a closed port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from dashboard import devservices
+from tests.app_fixtures import closed_port, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+INTERVAL = 2  # seconds between collections in the stack
+
+
+@dataclass
+class Stack:
+    url: str
+    env: dict[str, str]
+    admin_password: str
+    brokers: dict[str, Any] = field(default_factory=dict)
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout
+
+    def token(self, user: str, role: str) -> str:
+        return (
+            self.manage("create_api_token", "--user", user, "--role", role).strip().splitlines()[-1]
+        )
+
+    def login(self, user: str = "admin", password: str | None = None) -> requests.Session:
+        session = requests.Session()
+        page = session.get(f"{self.url}/login/", timeout=10)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert token, "no CSRF token on the login page"
+        response = session.post(
+            f"{self.url}/login/",
+            data={
+                "username": user,
+                "password": password or self.admin_password,
+                "csrfmiddlewaretoken": token.group(1),
+            },
+            headers={"Referer": f"{self.url}/login/"},
+            timeout=10,
+        )
+        assert response.url.rstrip("/") == self.url, f"login failed: {response.status_code}"
+        return session
+
+
+def _redis_db(url: str, db: int) -> str:
+    return re.sub(r"(/\d+)?$", f"/{db}", url.rstrip("/"), count=1)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, rabbitmq, kafka, nats, redis_url) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("stack")
+    config = state / "brokers.toml"
+    config.write_text(
+        f"""
+[[broker]]
+name = "rabbit"
+kind = "rabbitmq"
+management_url = "{rabbitmq["management_url"]}"
+amqp_url = "{rabbitmq["amqp_url"].replace(rabbitmq["password"], "${SLUICE_STACK_RABBIT_PASSWORD}", 1)}"
+interval = {INTERVAL}
+
+[[broker]]
+name = "kafka"
+kind = "kafka"
+bootstrap_servers = "{kafka["bootstrap_servers"]}"
+interval = {INTERVAL}
+
+[[broker]]
+name = "nats"
+kind = "nats"
+url = "{nats["url"]}"
+monitoring_url = "{nats["monitoring_url"]}"
+interval = {INTERVAL}
+
+[[broker]]
+name = "gone"
+kind = "rabbitmq"
+management_url = "http://127.0.0.1:{closed_port()}"
+interval = {INTERVAL}
+"""
+    )
+    port = devservices.free_port()
+    password = "stack-admin-pw-7781"
+    env = {
+        **os.environ,
+        "SLUICE_STATE_DIR": str(state),
+        "DATABASE_URL": f"sqlite:///{state / 'sluice.sqlite3'}",
+        "REDIS_URL": _redis_db(redis_url, 3),
+        "SLUICE_CONFIG": str(config),
+        "SLUICE_STACK_RABBIT_PASSWORD": rabbitmq["password"],
+        "SLUICE_ADMIN_PASSWORD": password,
+        "SLUICE_TOPOLOGY_INTERVAL": "10",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    processes = devservices.start_sluice(port, env, state / "logs")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(url), timeout=60)
+        yield Stack(url=url, env=env, admin_password=password, brokers={"rabbitmq": rabbitmq})
+    finally:
+        for process in processes:
+            devservices.stop(process)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

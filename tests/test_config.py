@@ -1,0 +1,137 @@
+"""The broker file: what it accepts, and the clear errors that stop start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dashboard import config
+from dashboard.models import Broker
+
+GOOD = """
+[[broker]]
+name = "rabbit-prod"
+kind = "rabbitmq"
+management_url = "http://127.0.0.1:15672"
+amqp_url = "amqp://ops:${SLUICE_TEST_PW}@127.0.0.1:5672/%2F"
+interval = 5
+
+[[broker]]
+name = "kafka-prod"
+kind = "kafka"
+bootstrap_servers = "127.0.0.1:9092"
+
+[[broker]]
+name = "nats-prod"
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+monitoring_url = "http://127.0.0.1:8222"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sluice.toml"
+    path.write_text(text)
+    return path
+
+
+def test_reads_the_documented_example(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLUICE_TEST_PW", "s3cret")
+    entries = config.load(write(tmp_path, GOOD))
+    assert [(e.name, e.kind, e.interval) for e in entries] == [
+        ("rabbit-prod", "rabbitmq", 5),
+        ("kafka-prod", "kafka", None),
+        ("nats-prod", "nats", None),
+    ]
+    # Stored as written; expanded only when connecting.
+    assert entries[0].options["amqp_url"] == "amqp://ops:${SLUICE_TEST_PW}@127.0.0.1:5672/%2F"
+    assert (
+        config.expand_options(entries[0].options)["amqp_url"]
+        == "amqp://ops:s3cret@127.0.0.1:5672/%2F"
+    )
+
+
+@pytest.mark.parametrize(
+    "text,entry,message",
+    [
+        ("[[broker]]\nname = 'x'\nkind = 'rabbitmq'\n", "#1 ('x')", "management_url is required"),
+        ("[[broker]]\nname = 'x'\nkind = 'redis'\n", "#1 ('x')", "kind must be one of"),
+        (
+            "[[broker]]\nname = 'a b'\nkind = 'nats'\nmonitoring_url='http://x'\n",
+            "#1",
+            "name must be",
+        ),
+        (
+            "[[broker]]\nname = 'x'\nkind = 'kafka'\nbootstrap_servers='h:1'\nport=1\n",
+            "#1 ('x')",
+            "unknown option 'port'",
+        ),
+        (
+            "[[broker]]\nname = 'x'\nkind = 'kafka'\nbootstrap_servers='h:1'\ninterval=0\n",
+            "#1 ('x')",
+            "interval must be",
+        ),
+        (
+            "[[broker]]\nname = 'x'\nkind = 'kafka'\nbootstrap_servers='${SLUICE_NOT_SET_ANYWHERE}'\n",
+            "#1 ('x')",
+            "SLUICE_NOT_SET_ANYWHERE",
+        ),
+        (
+            "[[broker]]\nname='x'\nkind='kafka'\nbootstrap_servers='h:1'\n[[broker]]\nname='x'\nkind='kafka'\nbootstrap_servers='h:2'\n",
+            "#2 ('x')",
+            "already has this name",
+        ),
+        ("[[broker]\nname = 'x'", "file", "not valid TOML"),
+        ("[brokers]\nname='x'\n", "file", "unknown table"),
+    ],
+)
+def test_mistakes_name_the_file_the_entry_and_the_problem(tmp_path, text, entry, message):
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert str(path) in str(err.value)
+    assert entry in err.value.entry
+    assert message in err.value.message
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_a_bad_file_stops_start_up(tmp_path):
+    path = write(tmp_path, "[[broker]]\nname = 'x'\nkind = 'rabbitmq'\n")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env={**__import__("os").environ, "SLUICE_CONFIG": str(path)},
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode != 0
+    assert f"{path}: [[broker]] #1 ('x'): management_url is required for rabbitmq" in result.stderr
+
+
+@pytest.mark.django_db
+def test_sync_adds_updates_and_disables(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLUICE_TEST_PW", "pw")
+    path = write(tmp_path, GOOD)
+    assert config.sync(path, force=True)
+    assert set(Broker.objects.values_list("name", flat=True)) == {
+        "rabbit-prod",
+        "kafka-prod",
+        "nats-prod",
+    }
+    assert not config.sync(path)  # unchanged file: not read again
+    path.write_text(GOOD.split('[[broker]]\nname = "kafka-prod"')[0])
+    config.sync(path, force=True)
+    assert set(Broker.objects.filter(enabled=True).values_list("name", flat=True)) == {
+        "rabbit-prod"
+    }
+    # Admin-made brokers are not the file's to remove.
+    Broker.objects.create(name="by-hand", kind="nats", options={"monitoring_url": "http://x"})
+    config.sync(path, force=True)
+    assert Broker.objects.get(name="by-hand").enabled

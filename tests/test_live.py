@@ -1,0 +1,99 @@
+"""Live updates: a collection pushes the re-rendered fragment to the websocket of each view."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+
+from brokers.base import Destination as D
+from brokers.base import Health, Snapshot
+from dashboard import collector, live
+from dashboard.asgi import application
+from dashboard.models import Broker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_registry():
+    live._redis().delete(live.VIEWS_KEY)
+    yield
+    live._redis().delete(live.VIEWS_KEY)
+
+
+def snapshot(backlog: int) -> Snapshot:
+    return Snapshot(
+        Health(backlog=backlog),
+        (D(kind="queue", name="orders", key="//orders", vhost="/", backlog=backlog),),
+    )
+
+
+def test_websocket_receives_the_updated_fragment(personas):
+    broker = Broker.objects.create(
+        name="rabbit", kind="rabbitmq", options={"management_url": "http://x"}
+    )
+    collector.store(broker, snapshot(5), now=1000.0)
+
+    async def run() -> str:
+        ws = WebsocketCommunicator(
+            application,
+            "/ws/live/?view=overview%3Fq%3Dorders",
+            headers=[(b"origin", b"http://127.0.0.1")],
+        )
+        ws.scope["user"] = personas["carol"]
+        connected, _ = await ws.connect()
+        assert connected
+        from channels.db import database_sync_to_async
+
+        def collect_again() -> int:
+            collector.store(broker, snapshot(4242), now=1005.0)
+            return live.broadcast("rabbit")
+
+        assert await database_sync_to_async(collect_again)() == 1
+        html = await ws.receive_from(timeout=5)
+        await ws.disconnect()
+        return html
+
+    html = async_to_sync(run)()
+    assert html.startswith('\n<div id="live">') or '<div id="live">' in html[:50]
+    assert ">4,242</td>" in html
+
+
+def test_viewers_of_one_view_share_one_render(personas):
+    broker = Broker.objects.create(
+        name="rabbit", kind="rabbitmq", options={"management_url": "http://x"}
+    )
+    collector.store(broker, snapshot(1), now=1000.0)
+
+    async def run() -> tuple[int, list[str]]:
+        sockets = []
+        for _ in range(5):
+            ws = WebsocketCommunicator(
+                application, "/ws/live/?view=overview", headers=[(b"origin", b"http://127.0.0.1")]
+            )
+            ws.scope["user"] = personas["carol"]
+            assert (await ws.connect())[0]
+            sockets.append(ws)
+        from channels.db import database_sync_to_async
+
+        renders = await database_sync_to_async(live.broadcast)("rabbit")
+        received = [await ws.receive_from(timeout=5) for ws in sockets]
+        for ws in sockets:
+            await ws.disconnect()
+        return renders, received
+
+    renders, received = async_to_sync(run)()
+    assert renders == 1
+    assert len(set(received)) == 1
+    assert live.watched() == []  # everyone left
+
+
+def test_views_of_other_brokers_are_not_rendered(personas):
+    Broker.objects.create(name="a", kind="rabbitmq", options={"management_url": "http://x"})
+    Broker.objects.create(name="b", kind="rabbitmq", options={"management_url": "http://x"})
+    view = live.parse("broker/a")
+    assert view is not None
+    live.watch(view)
+    assert live.broadcast("b") == 0
+    assert live.broadcast("a") == 1
