@@ -148,7 +148,11 @@ def sync(path: str | Path | None = None, force: bool = False) -> bool:
     mtime = Path(path).stat().st_mtime
     if not force and _synced == (str(path), mtime):
         return False
-    entries = load(path)
+    try:
+        entries = load(path)
+    except ConfigError:
+        _synced = (str(path), mtime)  # say so once per change of the file, not every tick
+        raise
     names = []
     for entry in entries:
         names.append(entry.name)

@@ -31,7 +31,12 @@ def due_brokers(now: float) -> list[Broker]:
 @shared_task(ignore_result=True)
 def tick() -> None:
     """Start a collection for every broker whose interval has passed."""
-    config.sync()
+    try:
+        config.sync()
+    except config.ConfigError as exc:
+        # A file broken while Sluice runs: keep collecting what it said last.
+        # (At start-up the same mistake stops the process instead.)
+        log.error("%s; keeping the brokers from the last good version", exc)
     for broker in due_brokers(time.time()):
         # One collection per broker at a time: a slow broker is skipped, not piled up.
         if cache.add(lock_key(broker.pk), 1, timeout=max(30, broker.effective_interval * 3)):

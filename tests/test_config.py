@@ -135,3 +135,26 @@ def test_sync_adds_updates_and_disables(tmp_path, monkeypatch):
     Broker.objects.create(name="by-hand", kind="nats", options={"monitoring_url": "http://x"})
     config.sync(path, force=True)
     assert Broker.objects.get(name="by-hand").enabled
+
+
+@pytest.mark.django_db
+def test_a_file_broken_while_running_keeps_the_last_good_brokers(
+    tmp_path, monkeypatch, caplog, settings
+):
+    from dashboard import tasks
+
+    monkeypatch.setenv("SLUICE_TEST_PW", "pw")
+    path = write(tmp_path, GOOD)
+    settings.SLUICE_CONFIG = str(path)
+    config.sync(force=True)
+    path.write_text("[[broker]]\nname = 'x'\n")
+    import os
+
+    os.utime(path, (1, 1))  # a different mtime, as an edit would leave
+    tasks.tick.run()
+    assert "kind must be one of" in caplog.text
+    assert set(Broker.objects.filter(enabled=True).values_list("name", flat=True)) == {
+        "rabbit-prod",
+        "kafka-prod",
+        "nats-prod",
+    }
