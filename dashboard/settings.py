@@ -157,7 +157,9 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "sluice:ws"},
+        # channels_redis waits up to 5 s on a blocking pop; redis-py's default
+        # socket timeout is also 5 s, which kills idle websockets. Give it room.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "sluice:ws"},
     }
 }
 
@@ -214,3 +216,11 @@ SLUICE_HISTORY_FULL_HOURS = env_int("SLUICE_HISTORY_FULL_HOURS", 24, minimum=1)
 SLUICE_HISTORY_DAYS = env_int("SLUICE_HISTORY_DAYS", 7, minimum=1)
 SLUICE_ROLLUP_SECONDS = env_int("SLUICE_ROLLUP_SECONDS", 300, minimum=60)
 SLUICE_PAGE_SIZE = env_int("SLUICE_PAGE_SIZE", 100, minimum=10)
+# Queue names that hold dead letters, besides those bound to a dead-letter exchange.
+SLUICE_DLQ_PATTERNS = env(
+    "SLUICE_DLQ_PATTERNS", "*.dlq,*-dlq,*_dlq,dlq.*,*.DLQ,*.dead,*dead-letter*,*.DLT"
+)
+# How many head messages a dead-letter scan or a dry run reads.
+SLUICE_PEEK_LIMIT = env_int("SLUICE_PEEK_LIMIT", 1000, minimum=1)
+# Bodies longer than this are shown truncated, with a download of the whole.
+SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)

@@ -15,6 +15,12 @@ import pytest
 PASSWORD = "correct-horse-battery"
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings: Any) -> None:
+    # PBKDF2 is slow on purpose; tests sign in hundreds of times.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def personas(db: Any) -> dict[str, Any]:
     """alice is an admin, bob an operator, carol a viewer, dave has no role."""

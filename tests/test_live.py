@@ -97,3 +97,29 @@ def test_views_of_other_brokers_are_not_rendered(personas):
     live.watch(view)
     assert live.broadcast("b") == 0
     assert live.broadcast("a") == 1
+
+
+def test_an_idle_websocket_still_gets_the_next_update(personas):
+    """A viewer can wait longer than the channel layer's 5 s blocking read."""
+    import asyncio
+
+    broker = Broker.objects.create(name="rabbit", kind="rabbitmq", options={"management_url": "http://x"})
+    collector.store(broker, snapshot(1), now=1000.0)
+
+    async def run() -> str:
+        ws = WebsocketCommunicator(application, "/ws/live/?view=overview", headers=[(b"origin", b"http://127.0.0.1")])
+        ws.scope["user"] = personas["carol"]
+        assert (await ws.connect())[0]
+        await asyncio.sleep(7)
+        from channels.db import database_sync_to_async
+
+        def collect_again() -> int:
+            collector.store(broker, snapshot(77), now=1005.0)
+            return live.broadcast("rabbit")
+
+        assert await database_sync_to_async(collect_again)() == 1
+        html = await ws.receive_from(timeout=5)
+        await ws.disconnect()
+        return html
+
+    assert ">77</td>" in async_to_sync(run)()
