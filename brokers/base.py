@@ -157,6 +157,100 @@ class Snapshot:
     requests: int = 0  # calls made to the broker for this snapshot
 
 
+@dataclass(frozen=True)
+class Message:
+    """One message as read from a broker, with what it takes to send it again."""
+
+    body: bytes
+    # The message_id property when set, else a fingerprint of body, headers and
+    # properties: RabbitMQ messages carry no identity of their own.
+    id: str
+    # RabbitMQ: the exchange it was last published to. Kafka: the topic. NATS: the subject.
+    exchange: str = ""
+    # RabbitMQ: its routing key. Kafka: the key as text. NATS: the subject.
+    routing_key: str = ""
+    # content_type, content_encoding, delivery_mode, priority, correlation_id,
+    # reply_to, expiration, message_id, timestamp (Unix s), type, user_id, app_id.
+    properties: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    redelivered: bool = False
+    # Stream offset, Kafka offset or NATS sequence; None for a classic queue.
+    position: int | None = None
+    size: int = 0  # the whole body's size, even when `body` was truncated
+    truncated: bool = False
+    # What the reading session needs to settle it (a delivery tag); not data.
+    handle: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send: the original, where it goes, and the headers it carries."""
+
+    message: Message
+    exchange: str  # RabbitMQ exchange ("" is the default exchange), Kafka topic, NATS subject
+    routing_key: str
+    headers: dict[str, Any]  # the complete set to send
+    body: bytes | None = None  # None: the original body
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the broker said of one Outgoing."""
+
+    confirmed: bool  # the broker took responsibility for it (publisher confirm, PubAck, acks=all)
+    routed: bool = True  # RabbitMQ: it reached at least one queue (mandatory, no basic.return)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Published:
+    """The outcome of publishing one message from the UI or API."""
+
+    confirmed: bool
+    routed: bool
+    # Where it landed, when the broker says: Kafka partition/offset, NATS stream/sequence.
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Transfer(Protocol):
+    """A session taking messages out of one source: read, send with confirmation, then settle.
+
+    Nothing leaves the source before the broker has confirmed its copy. Messages
+    returned by `fetch` are held by the session until settled, kept or released;
+    if the process dies, the broker gives held messages back to the source.
+    """
+
+    def fetch(self, limit: int, timeout: float) -> list[Message]:
+        """Up to `limit` messages from the head of the source; [] if none came within `timeout`."""
+        ...
+
+    def send(self, batch: list[Outgoing]) -> list[Sent]:
+        """Publish all of `batch` pipelined; return once every confirm (or return) has arrived."""
+        ...
+
+    def settle(self, messages: list[Message]) -> None:
+        """Remove these from the source: they were sent and confirmed, or discarded on purpose."""
+        ...
+
+    def keep(self, messages: list[Message], headers: dict[str, Any]) -> None:
+        """Leave these in the source, behind the messages not yet read, with `headers` added.
+
+        Used for messages a job does not move (unselected, unroutable, refused),
+        so that one pass over the source reads each message once.
+        """
+        ...
+
+    def release(self, messages: list[Message]) -> None:
+        """Give these back to the source unchanged, where they were (a cancelled job)."""
+        ...
+
+    def pending(self) -> int | None:
+        """How many messages wait in the source now (None if the broker cannot say)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Adapter(Protocol):
     """What the dashboard needs of a broker."""
 

@@ -3,7 +3,8 @@
 Talks to: the management API (`/api/...`, port 15672 by default) through one
 `requests.Session` (`brokers.rabbitmq_api`, which also turns every failure into
 a `BrokerError`). Monitoring needs nothing else; AMQP (pika) is reserved for
-message browsing and moving, and is imported only where that is done.
+message browsing, publishing and moving (`brokers.rabbitmq_amqp`), imported
+only when `transfer`, `browse` or `publish` is first called.
 
 Options:
     management_url  http(s)://[user:password@]host:15672[/path-prefix]
@@ -30,19 +31,26 @@ Cannot:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from brokers.base import (
     Binding,
+    BrokerError,
     Consumer,
     Destination,
     Exchange,
     Health,
+    Message,
     Node,
+    Published,
     Snapshot,
     Topology,
 )
 from brokers.rabbitmq_api import ManagementAPI
+
+if TYPE_CHECKING:
+    from brokers.rabbitmq_amqp import AmqpTransfer
 
 # Every listing asks only for what it maps: less JSON to build, send and parse.
 OVERVIEW_COLUMNS = (
@@ -91,6 +99,7 @@ class RabbitMQ:
         timeout: float = 3.0,
     ) -> None:
         self.amqp_url = amqp_url
+        self._credentials = (username, password)
         self.api = ManagementAPI(management_url, amqp_url, username, password, timeout)
 
     def __repr__(self) -> str:
@@ -98,6 +107,66 @@ class RabbitMQ:
 
     def close(self) -> None:
         self.api.close()
+
+    # -- messages (AMQP: pika is imported here only, on first use) -----------
+
+    def transfer(self, vhost: str, queue: str, prefetch: int = 1000) -> AmqpTransfer:
+        """A session moving messages out of `queue`: read, send confirmed, then settle."""
+        from brokers.rabbitmq_amqp import AmqpTransfer
+
+        return AmqpTransfer(self._amqp(), vhost, queue, prefetch=prefetch)
+
+    def browse(
+        self,
+        vhost: str,
+        queue: str,
+        queue_type: str,
+        count: int,
+        offset: int | None = None,
+        truncate: int | None = 65536,
+    ) -> list[Message]:
+        """Up to `count` messages of `queue`, left in place (a stream from `offset`)."""
+        from brokers import rabbitmq_amqp
+
+        return rabbitmq_amqp.browse(
+            self._amqp(), self.api, vhost, queue, queue_type, count, offset, truncate
+        )
+
+    def publish(
+        self,
+        vhost: str,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: dict[str, Any],
+        headers: dict[str, Any],
+    ) -> Published:
+        """Publish one message, mandatory and confirmed."""
+        from brokers import rabbitmq_amqp
+
+        return rabbitmq_amqp.publish(
+            self._amqp(), vhost, exchange, routing_key, body, properties, headers
+        )
+
+    def replay_target(self, message: Message, mode: str = "auto") -> tuple[str, str] | None:
+        """Where a dead letter came from: (exchange, routing key), from its x-death headers."""
+        from brokers.rabbitmq_amqp import replay_target
+
+        return replay_target(message, mode)
+
+    def _amqp(self) -> str:
+        """amqp_url with the username and password options, when given, as its credentials."""
+        if not self.amqp_url:
+            raise BrokerError("this broker has no amqp_url configured", retryable=False)
+        username, password = self._credentials
+        if username is None and password is None:
+            return self.amqp_url
+        parts = urlsplit(self.amqp_url)
+        user = username if username is not None else unquote(parts.username or "guest")
+        secret = password if password is not None else unquote(parts.password or "guest")
+        hostport = parts.netloc.rpartition("@")[2]
+        netloc = f"{quote(user, safe='')}:{quote(secret, safe='')}@{hostport}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     # -- collection ---------------------------------------------------------
 

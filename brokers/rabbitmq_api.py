@@ -21,7 +21,7 @@ class _PageOutOfRange(BrokerError):
 
 
 class ManagementAPI:
-    """Authenticated GETs against one management API, each with `timeout` seconds."""
+    """Authenticated requests to one management API, each with `timeout` seconds."""
 
     def __init__(
         self,
@@ -84,9 +84,16 @@ class ManagementAPI:
         return items
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._request("GET", path, params=params)
+
+    def post(self, path: str, json: Any) -> Any:
+        """POST `json` to `path` (e.g. a queue's `/get`) and return the JSON answer."""
+        return self._request("POST", path, json=json)
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
         self.requests_made += 1
         try:
-            resp = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+            resp = self.session.request(method, self.base_url + path, timeout=self.timeout, **kw)
         except requests.RequestException as exc:
             raise self._unreachable(exc) from exc
         if resp.status_code >= 400:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -26,19 +27,23 @@ from dashboard.queries import Listing
 log = logging.getLogger(__name__)
 
 VIEWS_KEY = "sluice:live:views"
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
 class View:
-    page: str  # "overview", "broker" or "destination"
+    page: str  # "overview", "broker", "destination" or "job"
     listing: Listing | None = None
     broker: str = ""
     destination_id: int | None = None
+    job: str = ""  # the job's public id
 
     @property
     def key(self) -> str:
         if self.page == "destination":
             return f"destination/{self.destination_id}"
+        if self.page == "job":
+            return f"job/{self.job}"
         assert self.listing is not None
         qs = self.listing.querystring()
         base = "overview" if self.page == "overview" else f"broker/{self.broker}"
@@ -49,7 +54,8 @@ class View:
         return "live." + hashlib.sha1(self.key.encode()).hexdigest()[:24]
 
     def affected_by(self, broker: str) -> bool:
-        return self.page == "overview" or self.broker == broker
+        # Job pages are pushed by the job itself, not by collections.
+        return self.page == "overview" or (self.page != "job" and self.broker == broker)
 
 
 def parse(raw: str) -> View | None:
@@ -61,6 +67,8 @@ def parse(raw: str) -> View | None:
     if path.startswith("broker/") and len(path) > 7:
         name = path[7:]
         return View("broker", Listing.from_params(params, broker=name), broker=name)
+    if path.startswith("job/") and _UUID.fullmatch(path[4:]):
+        return View("job", job=path[4:])
     if path.startswith("destination/") and path[12:].isdigit():
         from dashboard.models import Destination
 
@@ -105,6 +113,13 @@ def render(view: View) -> str:
     """The fragment for `view`, the same markup the page itself renders."""
     from dashboard.views import pages
 
+    if view.page == "job":
+        from dashboard.models import Job
+
+        job = Job.objects.select_related("broker").filter(public_id=view.job).first()
+        from dashboard.views.jobs import job_context
+
+        return render_to_string("dashboard/job.html#progress", job_context(job)) if job else ""
     if view.page == "destination":
         assert view.destination_id is not None
         ctx = pages.destination_context(view.destination_id)
@@ -126,3 +141,13 @@ def broadcast(broker: str) -> int:
             async_to_sync(layer.group_send)(view.group, {"type": "fragment", "html": html})
             sent += 1
     return sent
+
+
+def job_progress(job: object) -> None:
+    """Push a job's progress bar to whoever watches the job."""
+    view = View("job", job=str(job.public_id))  # type: ignore[attr-defined]
+    html = render(view)
+    if html:
+        async_to_sync(get_channel_layer().group_send)(
+            view.group, {"type": "fragment", "html": html}
+        )

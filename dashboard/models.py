@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -190,3 +191,126 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.user} {self.action} {self.result}"
+
+
+class Job(models.Model):
+    """A replay, move or discard of messages, run in the background, resumable.
+
+    Progress lives here so that a restarted worker can resume and the page can
+    show it. Per-message outcomes are kept in JobChunk rows, one per batch.
+    """
+
+    QUEUED, PREVIEW, RUNNING, CANCELLING = "queued", "preview", "running", "cancelling"
+    CANCELLED, DONE, FAILED = "cancelled", "done", "failed"
+    ACTIONS = [("replay", "replay"), ("move", "move"), ("discard", "discard")]
+    FINISHED = (CANCELLED, DONE, FAILED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    broker = models.ForeignKey(Broker, on_delete=models.PROTECT, related_name="jobs")
+    action = models.CharField(max_length=16, choices=ACTIONS)
+    source = models.CharField(max_length=1024)  # the destination key of the queue read from
+    # {"all": true} | {"ids": [...]} | {"filter": {...}}
+    selection = models.JSONField(default=dict)
+    # move: {"exchange": ..., "routing_key": ...}; replay: {"mode": "auto"|"exchange"|"queue"}
+    target = models.JSONField(default=dict, blank=True)
+    # One message edited before replay: {"id": ..., "body_base64": ..., "headers": {...}}
+    edit = models.JSONField(default=dict, blank=True)
+    rate = models.FloatField(
+        null=True, blank=True
+    )  # messages per second; None: as fast as confirmed
+    batch_size = models.PositiveIntegerField(default=500)
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, default=QUEUED)
+    error = models.TextField(blank=True)
+    preview = models.JSONField(default=dict, blank=True)
+    # How many messages the pass may take: the source's length when it began.
+    total = models.BigIntegerField(default=0)
+    done = models.BigIntegerField(default=0)  # taken from the source and dealt with
+    replayed = models.BigIntegerField(default=0)  # sent, confirmed and routed (replay or move)
+    discarded = models.BigIntegerField(default=0)
+    kept = models.BigIntegerField(
+        default=0
+    )  # left in the source: unroutable, unselected or unknown origin
+    failed = models.BigIntegerField(default=0)  # left in the source after the broker refused it
+    duplicates = models.BigIntegerField(default=0)  # sent again after an interruption
+    # Ids of the batch being sent, so an interruption can tell what may be duplicated.
+    in_flight = models.JSONField(default=list, blank=True)
+    # Which run owns the job; a resumed run takes over and the old one stops.
+    run_token = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.source} ({self.state})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in self.FINISHED
+
+    @property
+    def stalled(self) -> bool:
+        """Running, but no sign of life for a while: its worker died."""
+        if self.state not in (self.RUNNING, self.CANCELLING) or self.heartbeat is None:
+            return False
+        return (timezone.now() - self.heartbeat).total_seconds() > settings.SLUICE_JOB_STALL_SECONDS
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else (1.0 if self.finished else 0.0)
+
+    @property
+    def elapsed(self) -> float:
+        if not self.started_at:
+            return 0.0
+        end = self.finished_at or timezone.now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    @property
+    def speed(self) -> float | None:
+        elapsed = self.elapsed
+        return self.done / elapsed if elapsed > 0 and self.done else None
+
+    @property
+    def eta(self) -> float | None:
+        speed = self.speed
+        if speed is None or self.finished:
+            return None
+        return max(0.0, (self.total - self.done) / speed)
+
+
+class JobChunk(models.Model):
+    """The outcome of every message of one batch: [[message id, outcome, where, note], ...]."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    n = models.PositiveIntegerField()
+    items = models.JSONField(default=list)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "n"], name="job_chunk")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.n}"
+
+
+class DeadLetterScan(models.Model):
+    """What a look at one dead-letter queue found: a summary of its head messages."""
+
+    broker = models.ForeignKey(Broker, on_delete=models.CASCADE, related_name="dlq_scans")
+    queue = models.CharField(max_length=1024)  # the destination key
+    at = models.DateTimeField(default=timezone.now)
+    by = models.CharField(max_length=150)
+    length = models.BigIntegerField(default=0)  # the queue's length at the time
+    # [{id, reason, queue, exchange, routing_key, time, size, headers, preview}, ...]
+    messages = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.broker.name}:{self.queue} @ {self.at:%H:%M:%S}"

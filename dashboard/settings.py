@@ -224,3 +224,5 @@ SLUICE_DLQ_PATTERNS = env(
 SLUICE_PEEK_LIMIT = env_int("SLUICE_PEEK_LIMIT", 1000, minimum=1)
 # Bodies longer than this are shown truncated, with a download of the whole.
 SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)
+# A running job whose worker has not reported for this long is shown as interrupted, and can be resumed.
+SLUICE_JOB_STALL_SECONDS = env_int("SLUICE_JOB_STALL_SECONDS", 30, minimum=2)

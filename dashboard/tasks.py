@@ -45,16 +45,38 @@ def tick() -> None:
 
 @shared_task(ignore_result=True)
 def collect_broker(broker_id: int) -> None:
+    broker = None
     try:
         broker = Broker.objects.filter(pk=broker_id, enabled=True).first()
         if broker is not None:
             collector.collect(broker)
-            live.broadcast(broker.name)
     finally:
         cache.delete(lock_key(broker_id))
+    # Rendering for viewers is a task of its own, so that however many views
+    # are watched, the next collection is never held up by them.
+    if broker is not None and cache.add(f"push-lock:{broker.name}", 1, timeout=60):
+        push_updates.delay(broker.name)
+
+
+@shared_task(ignore_result=True)
+def push_updates(broker_name: str) -> None:
+    try:
+        live.broadcast(broker_name)
+    finally:
+        cache.delete(f"push-lock:{broker_name}")
 
 
 @shared_task(ignore_result=True)
 def prune_history() -> None:
     samples, rollups = history.prune()
     log.info("pruned %d samples and %d rollups", samples, rollups)
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=False)
+def run_job(job_id: int) -> None:
+    from dashboard import jobs, jobservice
+
+    job = jobs.run(
+        job_id, jobservice.transfer_for, jobservice.router, on_progress=live.job_progress
+    )
+    live.job_progress(job)

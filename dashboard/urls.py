@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard.views import api, pages
+from dashboard.views import api, deadletters, jobs, messages, pages
 
 # /brokers/<name>/
 broker_urls = [
@@ -10,6 +10,20 @@ broker_urls = [
     path("exchanges/", pages.exchanges, name="exchanges"),
     # The key is one URL-encoded segment ("%2F%2Forders"), decoded by Django.
     path("d/<path:key>", pages.destination_detail, name="destination-detail"),
+    path("messages/<path:key>", messages.browse, name="messages"),
+    path("body/<path:key>", messages.body, name="message-body"),
+    path("publish/", messages.publish, name="publish"),
+    path("dead-letters/", deadletters.index, name="deadletters"),
+    path("dead-letters/scan", deadletters.scan, name="deadletters-scan"),
+    path("dead-letters/act", deadletters.act, name="deadletters-act"),
+    path("dead-letters/edit", deadletters.edit, name="deadletters-edit"),
+]
+
+# /jobs/
+job_urls = [
+    path("", jobs.job_list, name="jobs"),
+    path("<str:job_id>/", jobs.job_detail, name="job-detail"),
+    path("<str:job_id>/<str:verb>", jobs.job_control, name="job-control"),
 ]
 
 # /api/v1/
@@ -22,11 +36,17 @@ api_urls = [
         name="api-history",
     ),
     path("brokers/<str:name>/destinations/<path:key>", api.destination, name="api-destination"),
+    path("brokers/<str:name>/publish", messages.api_publish, name="api-publish"),
+    path("brokers/<str:name>/routes", messages.api_routes, name="api-routes"),
+    path("jobs", jobs.api_jobs, name="api-jobs"),
+    path("jobs/<str:job_id>", jobs.api_job, name="api-job"),
+    path("jobs/<str:job_id>/<str:verb>", jobs.api_job_control, name="api-job-control"),
 ]
 
 dashboard_urls = [
     path("", pages.overview, name="overview"),
     path("brokers/<str:name>/", include(broker_urls)),
+    path("jobs/", include(job_urls)),
     path("audit/", pages.audit_log, name="audit"),
     path("audit/export.csv", pages.audit_export, name="audit-export"),
     path("api/v1/", include(api_urls)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,24 @@ class Stack:
     env: dict[str, str]
     admin_password: str
     brokers: dict[str, Any] = field(default_factory=dict)
+    processes: dict[str, Any] = field(default_factory=dict)
+    logs: Path | None = None
+
+    def kill_worker(self) -> None:
+        """kill -9 the Celery worker and every process of its group, mid-whatever."""
+        worker = self.processes.pop("worker")
+        os.killpg(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait()
+
+    def start_worker(self) -> None:
+        assert self.logs is not None
+        celery = str(Path(sys.executable).parent / "celery")
+        self.processes["worker"] = devservices.spawn(
+            "worker",
+            [celery, "-A", "dashboard", "worker", "--loglevel=INFO", "--concurrency=4"],
+            self.logs / "worker-restarted.log",
+            self.env,
+        )
 
     def manage(self, *args: str) -> str:
         result = subprocess.run(
@@ -115,16 +134,24 @@ interval = {INTERVAL}
         "SLUICE_STACK_RABBIT_PASSWORD": rabbitmq["password"],
         "SLUICE_ADMIN_PASSWORD": password,
         "SLUICE_TOPOLOGY_INTERVAL": "10",
+        "SLUICE_JOB_STALL_SECONDS": "4",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    processes = devservices.start_sluice(port, env, state / "logs")
+    started = devservices.start_sluice(port, env, state / "logs")
+    stack = Stack(
+        url=f"http://127.0.0.1:{port}",
+        env=env,
+        admin_password=password,
+        brokers={"rabbitmq": rabbitmq},
+        processes={p.name: p for p in started},
+        logs=state / "logs",
+    )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _healthy(url), timeout=60)
-        yield Stack(url=url, env=env, admin_password=password, brokers={"rabbitmq": rabbitmq})
+        wait_for(lambda: _healthy(stack.url), timeout=60)
+        yield stack
     finally:
-        for process in processes:
+        for process in stack.processes.values():
             devservices.stop(process)
 
 

@@ -103,11 +103,15 @@ def test_an_idle_websocket_still_gets_the_next_update(personas):
     """A viewer can wait longer than the channel layer's 5 s blocking read."""
     import asyncio
 
-    broker = Broker.objects.create(name="rabbit", kind="rabbitmq", options={"management_url": "http://x"})
+    broker = Broker.objects.create(
+        name="rabbit", kind="rabbitmq", options={"management_url": "http://x"}
+    )
     collector.store(broker, snapshot(1), now=1000.0)
 
     async def run() -> str:
-        ws = WebsocketCommunicator(application, "/ws/live/?view=overview", headers=[(b"origin", b"http://127.0.0.1")])
+        ws = WebsocketCommunicator(
+            application, "/ws/live/?view=overview", headers=[(b"origin", b"http://127.0.0.1")]
+        )
         ws.scope["user"] = personas["carol"]
         assert (await ws.connect())[0]
         await asyncio.sleep(7)

@@ -16,8 +16,15 @@ register = template.Library()
 @register.filter
 def dest_url(dest: Any) -> str:
     """The destination page; the key is one encoded segment, so '/' in names is safe."""
-    base = reverse("dashboard:broker-detail", args=[dest.broker.name])
-    return f"{base}d/{quote(dest.key, safe='')}"
+    return dest_page(dest, "destination-detail")
+
+
+@register.filter
+def dest_page(dest: Any, page: str) -> str:
+    """A page about a destination other than its own: messages, body."""
+    return reverse(f"dashboard:{page}", args=[dest.broker.name, "K"])[:-1] + quote(
+        dest.key, safe=""
+    )
 
 
 @register.filter

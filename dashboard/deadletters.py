@@ -1,0 +1,271 @@
+"""Dead letters: where they came from, which a job selects, and which queues hold them.
+
+RabbitMQ records a dead letter's history in headers: `x-death` (newest first:
+queue, reason, exchange, routing-keys, count, time) and the `x-first-death-*`
+trio. These functions read them; they touch no broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+
+from brokers.base import Message
+
+
+def death_info(message: Message) -> dict[str, Any]:
+    """Reason, original queue, exchange, routing key and time of a dead letter's first death."""
+    headers = message.headers
+    deaths = headers.get("x-death") or []
+    first_queue = headers.get("x-first-death-queue", "")
+    entry: dict[str, Any] = {}
+    if isinstance(deaths, list) and deaths:
+        matching = [d for d in deaths if isinstance(d, dict) and d.get("queue") == first_queue]
+        entry = matching[0] if matching else (deaths[-1] if isinstance(deaths[-1], dict) else {})
+    keys = entry.get("routing-keys") or []
+    when = entry.get("time")
+    return {
+        "reason": headers.get("x-first-death-reason") or entry.get("reason", ""),
+        "queue": first_queue or entry.get("queue", ""),
+        "exchange": headers.get("x-first-death-exchange", entry.get("exchange", "")),
+        "routing_key": keys[0] if keys else "",
+        "count": sum(int(d.get("count", 1) or 1) for d in deaths if isinstance(d, dict)),
+        "time": int(when)
+        if isinstance(when, (int, float))
+        else message.properties.get("timestamp"),
+        "deaths": deaths if isinstance(deaths, list) else [],
+    }
+
+
+def text_of(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def matches(message: Message, rule: dict[str, Any]) -> bool:
+    """Whether a message passes a filter: every given field must hold."""
+    info = death_info(message)
+    for field in ("reason", "queue", "exchange", "routing_key"):
+        wanted = rule.get(field)
+        if wanted not in (None, "") and str(info.get(field, "")) != str(wanted):
+            return False
+    header = rule.get("header")
+    if header:
+        name, value = header.get("name", ""), header.get("value")
+        if name not in message.headers:
+            return False
+        if value not in (None, "") and str(message.headers[name]) != str(value):
+            return False
+    needle = rule.get("body_contains")
+    if needle:
+        if needle.encode() not in message.body:
+            return False
+    since, until = rule.get("since"), rule.get("until")
+    if since is not None or until is not None:
+        when = info.get("time")
+        if when is None:
+            return False
+        if since is not None and when < int(since):
+            return False
+        if until is not None and when > int(until):
+            return False
+    return True
+
+
+def selected(message: Message, selection: dict[str, Any]) -> bool:
+    if selection.get("all"):
+        return True
+    if "ids" in selection:
+        return message.id in set(selection["ids"])
+    if "filter" in selection:
+        return matches(message, selection["filter"])
+    return False
+
+
+FILTER_FIELDS = {
+    "reason",
+    "queue",
+    "exchange",
+    "routing_key",
+    "header",
+    "body_contains",
+    "since",
+    "until",
+}
+
+
+def check_selection(selection: Any) -> dict[str, Any]:
+    """The selection if it is well formed; ValueError saying what is wrong otherwise."""
+    if not isinstance(selection, dict) or len(selection) != 1:
+        raise ValueError('selection must be {"all": true}, {"ids": [...]} or {"filter": {...}}')
+    if "all" in selection:
+        if selection["all"] is not True:
+            raise ValueError('selection "all" must be true')
+    elif "ids" in selection:
+        ids = selection["ids"]
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise ValueError('selection "ids" must be a non-empty list of message ids')
+        if len(ids) > 10000:
+            raise ValueError("select at most 10,000 messages by id; use a filter for more")
+    elif "filter" in selection:
+        rule = selection["filter"]
+        if not isinstance(rule, dict) or not rule:
+            raise ValueError("a filter needs at least one field")
+        unknown = set(rule) - FILTER_FIELDS
+        if unknown:
+            raise ValueError(f"unknown filter field(s): {', '.join(sorted(unknown))}")
+        header = rule.get("header")
+        if header is not None and (not isinstance(header, dict) or not header.get("name")):
+            raise ValueError('filter "header" must be {"name": ..., "value": ...}')
+        for bound in ("since", "until"):
+            if rule.get(bound) is not None and not isinstance(rule[bound], int):
+                raise ValueError(f'filter "{bound}" must be Unix seconds')
+    else:
+        raise ValueError('selection must be {"all": true}, {"ids": [...]} or {"filter": {...}}')
+    return selection
+
+
+def apply_edit(
+    edit: dict[str, Any], message: Message, headers: dict[str, Any]
+) -> tuple[bytes | None, dict[str, Any]]:
+    """The edited body and headers for one message. Broker headers (x-...) stay as they were."""
+    body = base64.b64decode(edit["body_base64"]) if "body_base64" in edit else None
+    if "headers" in edit:
+        broker_owned = {
+            k: v
+            for k, v in headers.items()
+            if k.lower().startswith("x-") or k.startswith("sluice-")
+        }
+        edited = {
+            k: v for k, v in edit["headers"].items() if not k.lower().startswith(("x-", "sluice-"))
+        }
+        headers = {**edited, **broker_owned}
+    return body, headers
+
+
+def check_edit(edit: Any) -> dict[str, Any]:
+    if not isinstance(edit, dict) or not isinstance(edit.get("id"), str):
+        raise ValueError('edit must be {"id": ..., "body_base64"?: ..., "headers"?: {...}}')
+    if "body_base64" in edit:
+        try:
+            base64.b64decode(edit["body_base64"], validate=True)
+        except (ValueError, TypeError):
+            raise ValueError("edit body_base64 is not valid base64") from None
+    if "headers" in edit:
+        if not isinstance(edit["headers"], dict):
+            raise ValueError("edit headers must be an object")
+        owned = [k for k in edit["headers"] if k.lower().startswith(("x-", "sluice-"))]
+        if owned:
+            raise ValueError(
+                f"headers owned by the broker or Sluice cannot be edited: {', '.join(owned)}"
+            )
+    return edit
+
+
+# Where dead letters are looked for.
+def patterns() -> list[str]:
+    return [p.strip() for p in settings.SLUICE_DLQ_PATTERNS.split(",") if p.strip()]
+
+
+def find_dlqs(broker: Any) -> list[dict[str, Any]]:
+    """The broker's dead-letter queues, each with why Sluice thinks so.
+
+    Two routes: a queue bound to an exchange that some queue's arguments or
+    policy name as its dead-letter exchange, and a name matching a pattern.
+    """
+    from dashboard.models import Destination
+
+    queues = list(
+        Destination.objects.filter(
+            broker=broker, kind__in=("queue", "stream"), gone_since__isnull=True
+        )
+    )
+    dlx_users: dict[tuple[str, str], list[str]] = {}
+    for q in queues:
+        limit = ((q.details or {}).get("extra") or {}).get("limits", {}).get("dead-letter-exchange")
+        if limit and limit.get("value") is not None:
+            dlx_users.setdefault((q.vhost, str(limit["value"])), []).append(q.name)
+    bound: dict[tuple[str, str], list[str]] = {}
+    for b in (broker.topology or {}).get("bindings", []):
+        key = (b.get("vhost", ""), b.get("source", ""))
+        if b.get("destination_type") == "queue" and key in dlx_users:
+            bound.setdefault((b.get("vhost", ""), b.get("destination", "")), []).append(
+                b.get("source", "")
+            )
+    found = []
+    for q in queues:
+        why = []
+        for exchange in sorted(set(bound.get((q.vhost, q.name), []))):
+            users = dlx_users[(q.vhost, exchange)]
+            why.append(
+                f"bound to {exchange!r}, the dead-letter exchange of {', '.join(sorted(users)[:3])}"
+                + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+            )
+        pattern = next((p for p in patterns() if fnmatch.fnmatchcase(q.name, p)), None)
+        if pattern:
+            why.append(f"name matches {pattern!r}")
+        if why:
+            found.append({"queue": q, "why": why})
+    return found
+
+
+def summary(message: Message, header: str = "") -> dict[str, Any]:
+    """What the dead-letters page keeps of a message: enough to group, filter and pick it."""
+    info = death_info(message)
+    text = text_of(message.body)
+    preview = (text if text is not None else message.body[:64].hex(" "))[:200]
+    return {
+        "id": message.id,
+        "reason": info["reason"],
+        "queue": info["queue"],
+        "exchange": info["exchange"],
+        "routing_key": info["routing_key"],
+        "time": info["time"],
+        "count": info["count"],
+        "size": message.size or len(message.body),
+        "headers": {k: _plain(v) for k, v in message.headers.items() if not k.startswith("x-")},
+        "preview": preview,
+        "binary": text is None,
+    }
+
+
+def _plain(value: Any) -> Any:
+    return (
+        value
+        if isinstance(value, (str, int, float, bool)) or value is None
+        else json.dumps(value, default=str)
+    )
+
+
+GROUPS = {
+    "reason": "reason",
+    "queue": "original queue",
+    "exchange": "original exchange",
+    "routing_key": "routing key",
+}
+
+
+def groups(messages: list[dict[str, Any]], by: str, header: str = "") -> list[tuple[str, int]]:
+    """Counts per value of `by` (a GROUPS key, or "header" with `header` named), largest first."""
+    counts: dict[str, int] = {}
+    for m in messages:
+        value = m.get("headers", {}).get(header, "(none)") if by == "header" else m.get(by, "")
+        counts[str(value) if value not in ("", None) else "(none)"] = (
+            counts.get(str(value) if value not in ("", None) else "(none)", 0) + 1
+        )
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def when(ts: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts else None
+
+
+SAFE_HEADER = re.compile(r"^[\w.\-]{1,128}$")

@@ -1,0 +1,301 @@
+"""Starting, previewing, cancelling and resuming message jobs, for the pages and the API alike."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from django.conf import settings
+
+from brokers.base import BrokerError, Message
+from dashboard import deadletters
+from dashboard.auth import audit
+from dashboard.collector import adapter_for
+from dashboard.models import Broker, Destination, Job
+
+ACTIONS = ("replay", "move", "discard")
+REPLAY_MODES = ("auto", "exchange", "queue")
+
+
+class Invalid(ValueError):
+    """Bad input: the message says what to change. Nothing was done."""
+
+
+def source_of(broker: Broker, key: str) -> Destination:
+    dest = Destination.objects.filter(broker=broker, key=key).first()
+    if dest is None or dest.kind not in ("queue", "stream"):
+        raise Invalid(f"no queue {key!r} on broker {broker.name!r}")
+    return dest
+
+
+def router(job: Job) -> Any:
+    """The function that says where each message of `job` goes: (exchange, routing key) or None."""
+    if job.action == "move":
+        where = (job.target.get("exchange", ""), job.target.get("routing_key", ""))
+        return lambda message: where
+    if job.action == "replay":
+        adapter = adapter_for(job.broker)
+        mode = job.target.get("mode", "auto")
+        return lambda message: adapter.replay_target(message, mode)  # type: ignore[attr-defined]
+    return lambda message: None
+
+
+def transfer_for(job: Job) -> Any:
+    try:
+        dest = source_of(job.broker, job.source)
+    except Invalid as exc:
+        raise BrokerError(str(exc), retryable=False) from None
+    adapter = adapter_for(job.broker)
+    transfer = adapter.transfer(dest.vhost, dest.name, prefetch=max(job.batch_size * 2, 100))  # type: ignore[attr-defined]
+    if job.total == 0 and job.done == 0:
+        pending = transfer.pending()
+        total = pending if pending is not None else dest.backlog
+        Job.objects.filter(pk=job.pk).update(total=total)
+        job.total = total
+    return transfer
+
+
+def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+    """The job's fields from request data, or Invalid saying what is wrong."""
+    if broker.kind != "rabbitmq":
+        raise Invalid(f"message jobs are not available for {broker.get_kind_display()} yet")
+    action = data.get("action")
+    if action not in ACTIONS:
+        raise Invalid(f"action must be one of {', '.join(ACTIONS)}")
+    source = data.get("source")
+    if not isinstance(source, str) or not source:
+        raise Invalid("source must name a queue (its key, e.g. '//payments.dlq')")
+    dest = source_of(broker, source)
+    try:
+        selection = deadletters.check_selection(data.get("selection", {"all": True}))
+        edit = deadletters.check_edit(data["edit"]) if data.get("edit") else {}
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    if edit and selection.get("ids") != [edit["id"]]:
+        raise Invalid("an edit applies to one message: select exactly that message by id")
+    target: dict[str, Any] = {}
+    if action == "move":
+        where = data.get("destination")
+        if isinstance(where, str):
+            where = {"queue": where}
+        if not isinstance(where, dict) or not (where.get("queue") or "exchange" in where):
+            raise Invalid(
+                'move needs a destination: {"queue": name} or {"exchange": name, "routing_key": key}'
+            )
+        if where.get("queue"):
+            target = {"exchange": "", "routing_key": str(where["queue"])}
+        else:
+            target = {
+                "exchange": str(where["exchange"]),
+                "routing_key": str(where.get("routing_key", "")),
+            }
+        if target == {"exchange": "", "routing_key": dest.name}:
+            raise Invalid("the destination is the source itself")
+    elif action == "replay":
+        mode = data.get("mode", "auto")
+        if mode not in REPLAY_MODES:
+            raise Invalid(f"mode must be one of {', '.join(REPLAY_MODES)}")
+        target = {"mode": mode}
+    rate = data.get("rate")
+    if rate is not None and (
+        not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0 or rate > 1e6
+    ):
+        raise Invalid("rate must be a number of messages per second above 0")
+    batch = data.get("batch_size", 500)
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 5000:
+        raise Invalid("batch_size must be a whole number from 1 to 5000")
+    return {
+        "action": action,
+        "source": dest.key,
+        "selection": selection,
+        "target": target,
+        "edit": edit,
+        "rate": float(rate) if rate else None,
+        "batch_size": batch,
+    }
+
+
+def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
+    """How many messages the job would take, and where they would go, from a look at the head."""
+    dest = source_of(broker, fields["source"])
+    adapter = adapter_for(broker)
+    limit = settings.SLUICE_PEEK_LIMIT
+    messages: list[Message] = adapter.browse(dest.vhost, dest.name, dest.type, limit, truncate=256)  # type: ignore[attr-defined]
+    job = Job(broker=broker, **fields)
+    route = router(job)
+    chosen = [m for m in messages if deadletters.selected(m, fields["selection"])]
+    targets: Counter[str] = Counter()
+    unknown = 0
+    for m in chosen:
+        if fields["action"] == "discard":
+            targets["(removed)"] += 1
+            continue
+        where = route(m)
+        if where is None:
+            unknown += 1
+        else:
+            targets[f"{where[0] or '(default exchange)'} → {where[1]}"] += 1
+    complete = len(messages) < limit
+    return {
+        "queue_length": dest.backlog,
+        "looked_at": len(messages),
+        "complete": complete,
+        "selected": len(chosen),
+        "estimate": len(chosen)
+        if complete or not messages
+        else round(len(chosen) * dest.backlog / len(messages)),
+        "targets": targets.most_common(20),
+        "origin_unknown": unknown,
+    }
+
+
+def create(user: Any, broker: Broker, data: dict[str, Any]) -> Job:
+    """Check, then either preview (dry_run) or queue the job. Audited either way."""
+    fields = check(broker, data)
+    dry_run = bool(data.get("dry_run"))
+    job = Job(broker=broker, created_by=user.get_username(), **fields)
+    if dry_run:
+        try:
+            job.preview = preview(broker, fields)
+        except BrokerError as exc:
+            raise Invalid(f"could not look at {fields['source']}: {exc}") from None
+        job.state = Job.PREVIEW
+        job.save()
+        audit(
+            user,
+            f"job.{job.action}.preview",
+            broker=broker.name,
+            destination=job.source,
+            count=job.preview["estimate"],
+            job=str(job.public_id),
+        )
+        return job
+    job.save()
+    _enqueue(job)
+    audit(
+        user,
+        f"job.{job.action}.start",
+        broker=broker.name,
+        destination=job.source,
+        job=str(job.public_id),
+        selection=job.selection,
+        target=job.target,
+        rate=job.rate,
+        **({"edit": _describe_edit(job.edit)} if job.edit else {}),
+    )
+    return job
+
+
+def _describe_edit(edit: dict[str, Any]) -> dict[str, Any]:
+    import base64
+    import hashlib
+
+    out: dict[str, Any] = {"id": edit["id"]}
+    if "body_base64" in edit:
+        out["new_body_sha256"] = hashlib.sha256(base64.b64decode(edit["body_base64"])).hexdigest()
+    if "headers" in edit:
+        out["headers"] = edit["headers"]
+    return out
+
+
+def start(user: Any, job: Job) -> Job:
+    """Run a previewed job."""
+    if Job.objects.filter(pk=job.pk, state=Job.PREVIEW).update(state=Job.QUEUED) == 0:
+        raise Invalid(f"this job is {job.state}; only a previewed job can be started")
+    job.refresh_from_db()
+    _enqueue(job)
+    audit(
+        user,
+        f"job.{job.action}.start",
+        broker=job.broker.name,
+        destination=job.source,
+        job=str(job.public_id),
+    )
+    return job
+
+
+def cancel(user: Any, job: Job) -> Job:
+    changed = Job.objects.filter(
+        pk=job.pk, state__in=[Job.QUEUED, Job.RUNNING, Job.PREVIEW]
+    ).update(state=Job.CANCELLING)
+    job.refresh_from_db()
+    if not changed:
+        raise Invalid(f"this job is {job.state}; it cannot be cancelled")
+    if job.stalled or job.started_at is None:
+        # Nobody runs it to notice; it can be marked at once.
+        Job.objects.filter(pk=job.pk, state=Job.CANCELLING).update(state=Job.CANCELLED)
+        job.refresh_from_db()
+    audit(
+        user,
+        f"job.{job.action}.cancel",
+        broker=job.broker.name,
+        destination=job.source,
+        count=job.done,
+        job=str(job.public_id),
+    )
+    return job
+
+
+def resume(user: Any, job: Job) -> Job:
+    """Go on with a cancelled, failed or interrupted job from where it stopped."""
+    resumable = [Job.CANCELLED, Job.FAILED]
+    if job.stalled:
+        resumable += [Job.RUNNING, Job.CANCELLING]
+    if job.done >= job.total and job.total and job.state != Job.RUNNING:
+        raise Invalid("this job has taken every message it was to take")
+    if (
+        Job.objects.filter(pk=job.pk, state__in=resumable).update(
+            state=Job.QUEUED, error="", finished_at=None
+        )
+        == 0
+    ):
+        raise Invalid(
+            f"this job is {job.state}; only a cancelled, failed or interrupted job can be resumed"
+        )
+    job.refresh_from_db()
+    _enqueue(job)
+    audit(
+        user,
+        f"job.{job.action}.resume",
+        broker=job.broker.name,
+        destination=job.source,
+        count=job.done,
+        job=str(job.public_id),
+    )
+    return job
+
+
+def _enqueue(job: Job) -> None:
+    from dashboard.tasks import run_job
+
+    run_job.delay(job.pk)
+
+
+def as_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": str(job.public_id),
+        "broker": job.broker.name,
+        "action": job.action,
+        "source": job.source,
+        "selection": job.selection,
+        "target": job.target,
+        "rate": job.rate,
+        "batch_size": job.batch_size,
+        "state": "interrupted" if job.stalled else job.state,
+        "error": job.error,
+        "preview": job.preview or None,
+        "total": job.total,
+        "done": job.done,
+        "replayed": job.replayed,
+        "discarded": job.discarded,
+        "kept": job.kept,
+        "failed": job.failed,
+        "duplicates": job.duplicates,
+        "progress": round(job.progress, 4),
+        "rate_now": round(job.speed, 1) if job.speed else None,
+        "eta_seconds": round(job.eta) if job.eta is not None else None,
+        "created_by": job.created_by,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }

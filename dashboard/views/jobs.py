@@ -1,0 +1,126 @@
+"""Message jobs: their pages, with a live progress bar, and the JSON API for scripts and runbooks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import messages as flash
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard import jobs, jobservice, live
+from dashboard.auth import OPERATOR, VIEWER, require_role
+from dashboard.models import Broker, Job
+
+VERBS = {"start": jobservice.start, "cancel": jobservice.cancel, "resume": jobservice.resume}
+
+
+def get_job_or_404(job_id: str) -> Job:
+    try:
+        return get_object_or_404(Job.objects.select_related("broker"), public_id=job_id)
+    except ValidationError:  # not a UUID
+        raise Http404("No such job.") from None
+
+
+def job_context(job: Job) -> dict[str, Any]:
+    return {
+        "job": job,
+        "data": jobservice.as_json(job),
+        "view": live.View("job", job=str(job.public_id)),
+    }
+
+
+@require_GET
+@require_role(VIEWER)
+def job_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "dashboard/jobs.html", {"jobs": Job.objects.select_related("broker")[:200]}
+    )
+
+
+@require_GET
+@require_role(VIEWER)
+def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
+    job = get_job_or_404(job_id)
+    ctx = job_context(job)
+    ctx["outcomes"] = jobs.outcomes(job, only_kept=request.GET.get("show") != "all")
+    ctx["show_all"] = request.GET.get("show") == "all"
+    return render(request, "dashboard/job.html", ctx)
+
+
+@require_POST
+@require_role(OPERATOR)
+def job_control(request: HttpRequest, job_id: str, verb: str) -> HttpResponse:
+    job = get_job_or_404(job_id)
+    if verb not in VERBS:
+        raise Http404("No such action.")
+    try:
+        VERBS[verb](request.user, job)
+    except jobservice.Invalid as exc:
+        flash.error(request, str(exc))
+    return redirect("dashboard:job-detail", job_id=job.public_id)
+
+
+# /api/v1/jobs
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise jobservice.Invalid("the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise jobservice.Invalid("the body must be a JSON object")
+    return data
+
+
+@require_http_methods(["GET", "POST"])
+@require_role(VIEWER)
+def api_jobs(request: HttpRequest) -> JsonResponse:
+    if request.method == "GET":
+        return JsonResponse(
+            {"jobs": [jobservice.as_json(j) for j in Job.objects.select_related("broker")[:200]]}
+        )
+    from dashboard.auth import forbidden, has_role
+
+    if not has_role(request.user, OPERATOR):
+        return forbidden(request, OPERATOR)  # type: ignore[return-value]
+    try:
+        data = _json_body(request)
+        broker = Broker.objects.filter(name=data.get("broker") or "", enabled=True).first()
+        if broker is None:
+            raise jobservice.Invalid(f"no broker named {data.get('broker')!r}")
+        job = jobservice.create(request.user, broker, data)
+    except jobservice.Invalid as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(jobservice.as_json(job), status=201)
+
+
+@require_GET
+@require_role(VIEWER)
+def api_job(request: HttpRequest, job_id: str) -> JsonResponse:
+    job = get_job_or_404(job_id)
+    body = jobservice.as_json(job)
+    if request.GET.get("outcomes"):
+        body["outcomes"] = jobs.outcomes(
+            job, only_kept=request.GET["outcomes"] == "kept", limit=10000
+        )
+    return JsonResponse(body)
+
+
+@require_POST
+@require_role(OPERATOR)
+def api_job_control(request: HttpRequest, job_id: str, verb: str) -> JsonResponse:
+    job = get_job_or_404(job_id)
+    if verb not in VERBS:
+        return JsonResponse(
+            {"error": f"unknown action {verb!r}; use start, cancel or resume"}, status=404
+        )
+    try:
+        VERBS[verb](request.user, job)
+    except jobservice.Invalid as exc:
+        return JsonResponse({"error": str(exc)}, status=409)
+    return JsonResponse(jobservice.as_json(job))

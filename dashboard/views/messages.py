@@ -1,0 +1,324 @@
+"""Reading and publishing messages on a queue's page."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib import messages as flash
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from brokers.base import BrokerError, Message
+from dashboard import messageview
+from dashboard.auth import OPERATOR, VIEWER, audit, forbidden, has_role, require_role
+from dashboard.collector import adapter_for
+from dashboard.models import Broker, Destination
+from dashboard.views.pages import get_broker_or_404
+
+MAX_BROWSE = 200
+MAX_BODY = 16 * 1024 * 1024  # what the publish form accepts
+
+
+def _dest(broker: Broker, key: str) -> Destination:
+    return get_object_or_404(Destination, broker=broker, key=key, kind__in=("queue", "stream"))
+
+
+def _int(value: Any, default: int, low: int, high: int) -> int:
+    try:
+        return max(low, min(high, int(value)))
+    except (TypeError, ValueError):
+        return default
+
+
+def read(
+    broker: Broker, dest: Destination, count: int, offset: int | None, truncate: int | None
+) -> list[Message]:
+    adapter = adapter_for(broker)
+    return adapter.browse(dest.vhost, dest.name, dest.type, count, offset=offset, truncate=truncate)  # type: ignore[attr-defined,no-any-return]
+
+
+@require_http_methods(["GET", "POST"])
+@require_role(VIEWER)
+def browse(request: HttpRequest, name: str, key: str) -> HttpResponse:
+    """Streams are read by offset, by anyone; other queues only by get-and-requeue, by operators."""
+    broker = get_broker_or_404(name)
+    dest = _dest(broker, key)
+    stream = dest.type == "stream"
+    params = request.POST if request.method == "POST" else request.GET
+    count = _int(params.get("count"), 10, 1, MAX_BROWSE)
+    offset = _int(params.get("offset"), 0, 0, 2**62) if stream else None
+    ctx: dict[str, Any] = {
+        "broker": broker,
+        "dest": dest,
+        "stream": stream,
+        "count": count,
+        "offset": offset,
+        "shown": None,
+    }
+    wants_read = (stream and "count" in request.GET) or request.method == "POST"
+    if wants_read:
+        if not stream and not has_role(request.user, OPERATOR):
+            return forbidden(request, OPERATOR)
+        try:
+            got = read(broker, dest, count, offset, settings.SLUICE_BODY_LIMIT)
+            ctx["shown"] = [messageview.shown(m) for m in got]
+            if not stream:
+                audit(
+                    request.user,
+                    "queue.browse",
+                    broker=broker.name,
+                    destination=dest.key,
+                    count=len(got),
+                    note="get with requeue: messages marked redelivered",
+                )
+        except BrokerError as exc:
+            ctx["error"] = str(exc)
+    return render(request, "dashboard/messages.html", ctx)
+
+
+@require_http_methods(["GET", "POST"])
+@require_role(VIEWER)
+def body(request: HttpRequest, name: str, key: str) -> HttpResponse:
+    """The whole body of one message, as a download."""
+    broker = get_broker_or_404(name)
+    dest = _dest(broker, key)
+    wanted = request.GET.get("id", "")
+    stream = dest.type == "stream"
+    if not stream and not has_role(request.user, OPERATOR):
+        return forbidden(request, OPERATOR)
+    if not stream and request.method != "POST":
+        return HttpResponse(
+            "Reading this queue requeues its head messages: ask with POST.", status=405
+        )
+    try:
+        if stream:
+            offset = _int(request.GET.get("offset"), 0, 0, 2**62)
+            found = [m for m in read(broker, dest, 1, offset, None) if m.id == wanted]
+        else:
+            found = [
+                m
+                for m in read(broker, dest, settings.SLUICE_PEEK_LIMIT, None, None)
+                if m.id == wanted
+            ]
+    except BrokerError as exc:
+        return HttpResponse(
+            f"Could not read the message: {exc}", status=502, content_type="text/plain"
+        )
+    if not found:
+        return HttpResponse(
+            "That message is no longer at the head of the queue.",
+            status=404,
+            content_type="text/plain",
+        )
+    response = HttpResponse(found[0].body, content_type="application/octet-stream")
+    response["Content-Disposition"] = (
+        f"attachment; filename*=UTF-8''{quote(dest.name, safe='')}-{quote(wanted[:40], safe='')}.bin"
+    )
+    return response
+
+
+def parse_body(kind: str, raw: str) -> bytes:
+    if kind == "base64":
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (ValueError, TypeError):
+            raise ValueError("the body is not valid base64") from None
+    if kind == "json":
+        try:
+            json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"the body is not valid JSON: {exc}") from None
+    return raw.encode("utf-8")
+
+
+def parse_headers(raw: str) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        headers = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"headers must be a JSON object: {exc}") from None
+    if not isinstance(headers, dict):
+        raise ValueError("headers must be a JSON object")
+    return headers
+
+
+PROPERTY_FIELDS = (
+    "content_type",
+    "content_encoding",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "type",
+    "app_id",
+)
+
+
+def _routes(
+    broker: Broker, vhost: str, exchange: str, routing_key: str, headers: dict[str, Any]
+) -> list[str]:
+    from brokers.rabbitmq_amqp import routes
+
+    topo = broker.topology or {}
+    bindings = [b for b in topo.get("bindings", []) if b.get("vhost") == vhost]
+    exchanges = {
+        e["name"]: e.get("type", "direct")
+        for e in topo.get("exchanges", [])
+        if e.get("vhost") == vhost
+    }
+    args = {
+        e["name"]: e.get("arguments", {})
+        for e in topo.get("exchanges", [])
+        if e.get("vhost") == vhost
+    }
+    queues = set(
+        Destination.objects.filter(
+            broker=broker, vhost=vhost, kind__in=("queue", "stream"), gone_since__isnull=True
+        ).values_list("name", flat=True)
+    )
+    return routes(bindings, queues, vhost, exchange, exchanges, routing_key, headers, args)
+
+
+@require_http_methods(["GET", "POST"])
+@require_role(VIEWER)
+def publish(request: HttpRequest, name: str) -> HttpResponse:
+    broker = get_broker_or_404(name)
+    topo = broker.topology or {}
+    vhosts = (
+        topo.get("vhosts")
+        or sorted({e.get("vhost", "/") for e in topo.get("exchanges", [])})
+        or ["/"]
+    )
+    data = request.POST if request.method == "POST" else request.GET
+    vhost = data.get("vhost", vhosts[0] if vhosts else "/")
+    ctx: dict[str, Any] = {
+        "broker": broker,
+        "vhosts": vhosts,
+        "vhost": vhost,
+        "form": data,
+        "exchanges": [e for e in topo.get("exchanges", []) if e.get("vhost") == vhost],
+        "property_fields": PROPERTY_FIELDS,
+    }
+    if request.method == "POST" or data.get("preview"):
+        exchange, routing_key = data.get("exchange", ""), data.get("routing_key", "")
+        try:
+            headers = parse_headers(data.get("headers", ""))
+            ctx["routes"] = _routes(broker, vhost, exchange, routing_key, headers)
+            if request.method == "POST":
+                if not has_role(request.user, OPERATOR):
+                    return forbidden(request, OPERATOR)
+                body_bytes = parse_body(data.get("body_kind", "text"), data.get("body", ""))
+                if len(body_bytes) > MAX_BODY:
+                    raise ValueError(
+                        f"the body is {len(body_bytes):,} bytes; the limit here is {MAX_BODY:,}"
+                    )
+                props: dict[str, Any] = {f: data[f] for f in PROPERTY_FIELDS if data.get(f)}
+                props["delivery_mode"] = 2 if data.get("persistent", "on") else 1
+                result = adapter_for(broker).publish(
+                    vhost, exchange, routing_key, body_bytes, props, headers
+                )  # type: ignore[attr-defined]
+                ctx["result"] = result
+                audit(
+                    request.user,
+                    "message.publish",
+                    broker=broker.name,
+                    destination=f"{vhost}/{exchange}",
+                    count=1,
+                    result="ok"
+                    if result.confirmed and result.routed
+                    else "unroutable"
+                    if result.confirmed
+                    else "failed",
+                    routing_key=routing_key,
+                    size=len(body_bytes),
+                )
+        except ValueError as exc:
+            ctx["error"] = str(exc)
+        except BrokerError as exc:
+            ctx["error"] = f"The broker refused: {exc}"
+            if request.method == "POST":
+                audit(
+                    request.user,
+                    "message.publish",
+                    broker=broker.name,
+                    destination=f"{vhost}/{exchange}",
+                    count=1,
+                    result="failed",
+                    error=str(exc),
+                )
+    if request.htmx and data.get("preview"):
+        return render(request, "dashboard/publish.html#routes", ctx)
+    return render(request, "dashboard/publish.html", ctx)
+
+
+@require_http_methods(["POST"])
+@require_role(OPERATOR)
+def api_publish(request: HttpRequest, name: str) -> JsonResponse:
+    """POST {"vhost", "exchange", "routing_key", "body", "body_kind": text|json|base64, "properties", "headers"}."""
+    broker = Broker.objects.filter(name=name).first()
+    if broker is None:
+        return JsonResponse({"error": f"No broker named {name!r}."}, status=404)
+    try:
+        data = json.loads(request.body or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("the body must be a JSON object")
+        body_bytes = parse_body(data.get("body_kind", "text"), str(data.get("body", "")))
+        headers = data.get("headers") or {}
+        props = data.get("properties") or {}
+        if not isinstance(headers, dict) or not isinstance(props, dict):
+            raise ValueError("headers and properties must be objects")
+        vhost, exchange, rk = (
+            str(data.get("vhost", "/")),
+            str(data.get("exchange", "")),
+            str(data.get("routing_key", "")),
+        )
+        result = adapter_for(broker).publish(vhost, exchange, rk, body_bytes, props, headers)  # type: ignore[attr-defined]
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    except BrokerError as exc:
+        audit(
+            request.user, "message.publish", broker=name, count=1, result="failed", error=str(exc)
+        )
+        return JsonResponse({"error": str(exc)}, status=502)
+    audit(
+        request.user,
+        "message.publish",
+        broker=name,
+        destination=f"{vhost}/{exchange}",
+        count=1,
+        result="ok" if result.confirmed and result.routed else "unroutable",
+        routing_key=rk,
+    )
+    return JsonResponse({"confirmed": result.confirmed, "routed": result.routed, **result.detail})
+
+
+@require_GET
+@require_role(VIEWER)
+def api_routes(request: HttpRequest, name: str) -> JsonResponse:
+    broker = Broker.objects.filter(name=name).first()
+    if broker is None:
+        return JsonResponse({"error": f"No broker named {name!r}."}, status=404)
+    try:
+        headers = parse_headers(request.GET.get("headers", ""))
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    vhost, exchange, rk = (
+        request.GET.get("vhost", "/"),
+        request.GET.get("exchange", ""),
+        request.GET.get("routing_key", ""),
+    )
+    return JsonResponse(
+        {
+            "queues": _routes(broker, vhost, exchange, rk, headers),
+            "as_of": broker.topology_at.isoformat() if broker.topology_at else None,
+        }
+    )
+
+
+__all__ = ["browse", "body", "publish", "api_publish", "api_routes", "flash"]
