@@ -50,8 +50,12 @@ class Health:
     backlog: int = 0
     in_flight: int = 0
     consumers: int = 0
-    in_rate: float = 0.0  # messages/s entering the broker
-    out_rate: float = 0.0  # messages/s delivered to consumers
+    # Messages/s entering the broker and delivered to consumers. None when the
+    # broker gives no rate; the collector then derives it from the totals.
+    in_rate: float | None = None
+    out_rate: float | None = None
+    in_total: int | None = None  # monotonic: messages ever received
+    out_total: int | None = None  # monotonic: messages ever delivered or consumed
     # Free-form facts worth showing (cluster name, object counts...).
     facts: dict[str, Any] = field(default_factory=dict)
 

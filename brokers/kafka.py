@@ -172,13 +172,13 @@ class Kafka:
                 # still gets its lag shown, with state and members blank.
                 facts_extra["describe_groups_error"] = str(exc)
 
-        destinations = [_topic(t, start, end) for t in topics]
+        topic_dests = [_topic(t, start, end) for t in topics]
         groups = [
             _group(gid, offsets, end, described.get(gid))
             for gid, offsets in sorted(committed.items())
             if offsets
         ]
-        destinations += groups
+        destinations = topic_dests + groups
 
         partitions = [p for t in topics for p in t["partitions"]]
         health = Health(
@@ -188,6 +188,9 @@ class Kafka:
             ),
             backlog=sum(g.backlog for g in groups),
             consumers=sum(len(d.members) for d in described.values() if d.error_code == 0),
+            # Produced: every topic's end offsets; consumed: every group's commits.
+            in_total=sum(t.in_total or 0 for t in topic_dests),
+            out_total=sum(g.out_total or 0 for g in groups),
             facts={
                 "cluster_id": cluster.get("cluster_id") or "",
                 "controller": cluster.get("controller_id"),

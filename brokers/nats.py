@@ -113,6 +113,9 @@ class Nats:
             backlog=sum(c.backlog for c in consumers) + unread,
             in_flight=sum(c.in_flight for c in consumers),
             consumers=sum(c.consumers for c in consumers),
+            # The server's own counters: every message in and out, core NATS too.
+            in_total=varz.get("in_msgs"),
+            out_total=varz.get("out_msgs"),
             facts=_facts(varz, jsz, jetstream),
         )
         return Snapshot(

@@ -213,13 +213,22 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
             batch_size=1000,
         )
         health = snapshot.health
+        previous = broker.health or {}
+        dt = now - broker.last_ok.timestamp() if broker.last_ok else 0.0
+        health_json = {
+            **asdict(health),
+            "in_rate": _rate(health.in_rate, health.in_total, previous.get("in_total"), dt),
+            "out_rate": _rate(health.out_rate, health.out_total, previous.get("out_total"), dt),
+            "alarms": health.alarms,
+            "requests": snapshot.requests,
+        }
         broker.status = Broker.STATUS_UP
         broker.error = ""
         broker.down_since = None
         broker.last_collected = at
         broker.last_ok = at
         broker.collect_ms = int(elapsed * 1000)
-        broker.health = {**asdict(health), "alarms": health.alarms, "requests": snapshot.requests}
+        broker.health = health_json
         fields = [
             "status",
             "error",

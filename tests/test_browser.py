@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import quote
 
+import pika
 import pytest
+import requests
 
 from dashboard import devservices
 from tests.test_stack import DEADLINE, delete_queue, publish
@@ -93,3 +95,145 @@ def test_hostile_names_render_as_text(stack, browser, unique_name):
     finally:
         page.close()
         delete_queue(amqp_url, queue)
+
+
+def _dead_letters(amqp_url: str, name: str, count: int) -> None:
+    """`count` messages rejected from `name` into `name`.dlq, with x-death."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = connection.channel()
+    ch.exchange_declare(f"{name}.dlx", "fanout")
+    ch.queue_declare(f"{name}.dlq")
+    ch.queue_bind(f"{name}.dlq", f"{name}.dlx")
+    ch.queue_declare(name, arguments={"x-dead-letter-exchange": f"{name}.dlx"})
+    for n in range(count):
+        ch.basic_publish(
+            "", name, f'{{"order": {n}}}'.encode(), pika.BasicProperties(message_id=f"{name}-{n}")
+        )
+    taken = 0
+    while taken < count:
+        method, _, _ = ch.basic_get(name)
+        if method is None:
+            continue
+        ch.basic_reject(method.delivery_tag, requeue=False)
+        taken += 1
+    connection.close()
+
+
+def _drop(amqp_url: str, name: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = connection.channel()
+    for q in (name, f"{name}.dlq"):
+        ch.queue_delete(q)
+    ch.exchange_delete(f"{name}.dlx")
+    connection.close()
+
+
+def test_replay_dead_letters_and_watch_the_progress_bar_reach_the_end(stack, browser, unique_name):
+    name = f"payments-{unique_name}"
+    amqp_url = stack.brokers["rabbitmq"]["amqp_url"]
+    _dead_letters(amqp_url, name, 3000)
+    page = browser.new_page()
+    try:
+        sign_in(page, stack)
+        dlq_key = quote(f"//{name}.dlq", safe="")
+        # The collector finds the queue within an interval or two.
+        for _ in range(30):
+            page.goto(f"{stack.url}/brokers/rabbit/dead-letters/?queue={dlq_key}")
+            if page.get_by_role("link", name=f"{name}.dlq").count():
+                break
+            page.wait_for_timeout(1000)
+        row = page.locator("tr", has=page.get_by_role("link", name=f"{name}.dlq"))
+        row.get_by_role("button", name="Look").click()
+        page.wait_for_load_state()
+        assert page.locator("table.groups").inner_text().count("rejected") == 1
+        page.select_option("select[name=select]", "all")
+        page.fill("input[name=rate]", "1000")
+        page.get_by_role("button", name="Dry run first…").click()
+        page.wait_for_load_state()
+        assert "Dry run" in page.content()
+        assert f"(default exchange) → {name}" in page.locator("table").first.inner_text()
+        page.get_by_role("button", name="Confirm").click()
+        page.wait_for_load_state()
+        # Record every width the bar takes, as it is pushed over the websocket.
+        page.evaluate(
+            """() => { window.seen = [];
+              setInterval(() => { const b = document.querySelector('[role=progressbar]');
+                if (b) window.seen.push(Number(b.getAttribute('aria-valuenow'))); }, 100); }"""
+        )
+        page.wait_for_selector('#job-progress[data-state="done"]', timeout=60_000)
+        bar = page.locator("[role=progressbar]")
+        assert bar.get_attribute("aria-valuenow") == bar.get_attribute("aria-valuemax") == "3000"
+        seen = page.evaluate("window.seen")
+        assert any(0 < v < 3000 for v in seen), (
+            f"no progress in between was shown: {sorted(set(seen))}"
+        )
+        assert page.locator("dd.replayed").inner_text() == "3,000"
+    finally:
+        page.close()
+        _drop(amqp_url, name)
+
+
+HOSTILE = [
+    b"<script>window.pwned = 'script'</script>",
+    b"<img src=x onerror=\"window.pwned='img'\">",
+    b"\xff\xfe<script>window.pwned='utf8'</script>\x80",
+    bytes(range(256)),
+    b"<script>window.pwned='big'</script>" + b"A" * (10 * 1024 * 1024),
+]
+
+
+def test_hostile_bodies_and_odd_names_render_inert(stack, browser, unique_name):
+    rabbit = stack.brokers["rabbitmq"]
+    vhost = f"odd/vhost %#{unique_name}"
+    queue = f"odd/na%me #1 ünï <b>{unique_name}</b>"
+    api = rabbit["management_url"]
+    auth = (rabbit["username"], rabbit["password"])
+    requests.put(
+        f"{api}/api/vhosts/{quote(vhost, safe='')}", auth=auth, timeout=10
+    ).raise_for_status()
+    requests.put(
+        f"{api}/api/permissions/{quote(vhost, safe='')}/{rabbit['username']}",
+        json={"configure": ".*", "write": ".*", "read": ".*"},
+        auth=auth,
+        timeout=10,
+    ).raise_for_status()
+    params = pika.URLParameters(rabbit["amqp_url"])
+    params.virtual_host = vhost
+    connection = pika.BlockingConnection(params)
+    ch = connection.channel()
+    ch.queue_declare(queue)
+    for body in HOSTILE:
+        ch.basic_publish(
+            "",
+            queue,
+            body,
+            pika.BasicProperties(headers={"note": "<script>window.pwned='header'</script>"}),
+        )
+    connection.close()
+    page = browser.new_page()
+    try:
+        sign_in(page, stack)
+        for _ in range(30):
+            page.goto(f"{stack.url}/?q={quote(unique_name)}")
+            if page.get_by_role("link", name=queue).count():
+                break
+            page.wait_for_timeout(1000)
+        page.get_by_role("link", name=queue).click()
+        page.wait_for_load_state()
+        assert page.locator("h1").inner_text().startswith(queue)
+        page.get_by_role("link", name="Messages").click()
+        page.wait_for_load_state()
+        page.fill("input[name=count]", "10")
+        page.get_by_role("button", name="Get and requeue").click()
+        page.wait_for_load_state()
+        assert page.locator("article.message").count() == len(HOSTILE)
+        text = page.locator("main").inner_text()
+        assert "<script>window.pwned = 'script'</script>" in text  # shown as text
+        assert "Binary: not valid UTF-8." in text
+        assert "Download the whole body" in text  # the 10 MB one, truncated
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("main img").count() == 0
+        assert page.locator("main script").count() == 0
+    finally:
+        page.close()
+        requests.delete(f"{api}/api/vhosts/{quote(vhost, safe='')}", auth=auth, timeout=10)

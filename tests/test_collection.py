@@ -162,11 +162,11 @@ def test_rates_come_from_counters_when_the_broker_gives_none(db):
 
     broker = Broker.objects.create(name="k", kind="kafka", options={"bootstrap_servers": "x:1"})
     first = Snapshot(
-        Health(),
+        Health(in_total=1000, out_total=900),
         (D(kind="group", name="g", key="group/g", backlog=10, in_total=100, out_total=90),),
     )
     second = Snapshot(
-        Health(),
+        Health(in_total=1100, out_total=950),
         (D(kind="group", name="g", key="group/g", backlog=30, in_total=200, out_total=170),),
     )
     collector.store(broker, first, now=1000.0)
@@ -175,6 +175,10 @@ def test_rates_come_from_counters_when_the_broker_gives_none(db):
     assert dest.in_rate == pytest.approx(10.0)
     assert dest.out_rate == pytest.approx(8.0)
     assert dest.trouble == 2
+    # The broker as a whole gets its rates the same way.
+    broker.refresh_from_db()
+    assert broker.health["in_rate"] == pytest.approx(10.0)
+    assert broker.health["out_rate"] == pytest.approx(5.0)
     # A counter that went backwards (a reset) gives no rate rather than a negative one.
     third = Snapshot(
         Health(), (D(kind="group", name="g", key="group/g", backlog=0, in_total=5, out_total=5),)

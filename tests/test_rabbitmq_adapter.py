@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pika
 import pytest
 import requests
 
@@ -50,60 +49,6 @@ def management(rabbitmq: dict[str, str], method: str, path: str, **kw: Any) -> r
     return resp
 
 
-def amqp_params(rabbitmq: dict[str, str], vhost: str = "/") -> pika.URLParameters:
-    params = pika.URLParameters(rabbitmq["amqp_url"])
-    params.credentials = pika.PlainCredentials(rabbitmq["username"], rabbitmq["password"])
-    params.virtual_host = vhost
-    return params
-
-
-class Declared:
-    """Queues declared through one AMQP connection, deleted afterwards."""
-
-    def __init__(self, params: pika.URLParameters) -> None:
-        self.params = params
-        self.connection = pika.BlockingConnection(params)
-        self.channel = self.connection.channel()
-        self.channel.confirm_delivery()
-        self.queues: list[str] = []
-        self.exchanges: list[str] = []
-
-    def queue(self, name: str, **arguments: Any) -> str:
-        durable = arguments.get("x-queue-type") in ("quorum", "stream")
-        self.channel.queue_declare(name, durable=durable, arguments=arguments or None)
-        self.queues.append(name)
-        return name
-
-    def publish(self, queue: str, count: int) -> None:
-        for i in range(count):
-            self.channel.basic_publish("", queue, f"message {i}".encode())
-
-    def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
-        # A fresh connection: the test's channel may have been closed by an error.
-        with pika.BlockingConnection(self.params) as connection:
-            channel = connection.channel()
-            for name in self.queues:
-                channel.queue_delete(name)
-            for name in self.exchanges:
-                channel.exchange_delete(name)
-
-
-@pytest.fixture
-def declare(rabbitmq: dict[str, str]) -> Iterator[Callable[..., Declared]]:
-    opened: list[Declared] = []
-
-    def open_(vhost: str = "/") -> Declared:
-        declared = Declared(amqp_params(rabbitmq, vhost))
-        opened.append(declared)
-        return declared
-
-    yield open_
-    for declared in opened:
-        declared.close()
-
-
 @pytest.fixture
 def name(unique_name: str) -> str:
     """A queue name no other test uses, recognisable on the shared broker."""
@@ -129,7 +74,7 @@ def adapter(rabbitmq: dict[str, str]) -> Iterator[RabbitMQ]:
 def test_backlog_counts_published_messages(adapter, declare, name):
     amqp = declare()
     queue = amqp.queue(name)
-    amqp.publish(queue, 7)
+    amqp.fill(queue, 7)
 
     def published(s: Snapshot) -> bool:
         d = find(s, "/", queue)
@@ -152,14 +97,22 @@ def test_backlog_counts_published_messages(adapter, declare, name):
 def test_unacked_deliveries_show_as_in_flight_with_the_consumer(adapter, declare, name):
     amqp = declare()
     queue = amqp.queue(name)
-    amqp.publish(queue, 25)
+    amqp.fill(queue, 25)
     consumer_channel = amqp.connection.channel()
     consumer_channel.basic_qos(prefetch_count=10)
     consumer_channel.basic_consume(queue, lambda *args: None, auto_ack=False)
 
     def prefetched(s: Snapshot) -> bool:
+        # The queue's figures and the consumer list are separate listings,
+        # refreshed by the management plugin on their own: wait for both.
         d = find(s, "/", queue)
-        return d is not None and d.in_flight == 10 and d.backlog == 15 and d.consumers == 1
+        return (
+            d is not None
+            and d.in_flight == 10
+            and d.backlog == 15
+            and d.consumers == 1
+            and len(d.consumer_details) == 1
+        )
 
     dest = find(wait_for(adapter, prefetched), "/", queue)
     assert dest is not None
@@ -204,7 +157,7 @@ def test_limits_show_whether_argument_or_policy_is_in_force(adapter, declare, ra
         amqp = declare()
         queue = amqp.queue(name, **{"x-dead-letter-exchange": "dlx-argument", "x-max-length": 1000})
         # The broker enforces the lower max-length (the policy's), proven by the backlog.
-        amqp.publish(queue, 150)
+        amqp.fill(queue, 150)
 
         def applied(s: Snapshot) -> bool:
             d = find(s, "/", queue)
@@ -262,7 +215,7 @@ def test_odd_queue_and_vhost_names_are_collected_intact(
     declare().queue(queue)
     odd = declare(odd_vhost)
     odd.queue(queue)
-    odd.publish(queue, 3)
+    odd.fill(queue, 3)
 
     def both(s: Snapshot) -> bool:
         d = find(s, odd_vhost, queue)

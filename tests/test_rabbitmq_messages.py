@@ -34,6 +34,7 @@ from brokers.rabbitmq_amqp import (
     topic_matches,
 )
 from brokers.rabbitmq_api import ManagementAPI, quote_path
+from tests.rabbit_fixtures import Topology
 
 # -- helpers ------------------------------------------------------------------
 
@@ -48,72 +49,6 @@ def management(rabbitmq: dict[str, str], method: str, path: str, **kw: Any) -> A
     )
     resp.raise_for_status()
     return resp.json() if resp.content else None
-
-
-class Topology:
-    """Queues and exchanges declared over one AMQP connection to a vhost, deleted afterwards."""
-
-    def __init__(self, rabbitmq: dict[str, str], vhost: str) -> None:
-        self.params = pika.URLParameters(rabbitmq["amqp_url"])
-        self.params.credentials = pika.PlainCredentials(rabbitmq["username"], rabbitmq["password"])
-        self.params.virtual_host = vhost
-        self.connection = pika.BlockingConnection(self.params)
-        self.channel = self.connection.channel()
-        self.channel.confirm_delivery()
-        self.queues: list[str] = []
-        self.exchanges: list[str] = []
-
-    def queue(self, name: str, durable: bool = False, **arguments: Any) -> str:
-        self.channel.queue_declare(name, durable=durable, arguments=arguments or None)
-        self.queues.append(name)
-        return name
-
-    def exchange(self, name: str, kind: str, **arguments: Any) -> str:
-        self.channel.exchange_declare(name, kind, arguments=arguments or None)
-        self.exchanges.append(name)
-        return name
-
-    def publish(
-        self, exchange: str, key: str, body: bytes, properties: pika.BasicProperties | None = None
-    ) -> None:
-        self.channel.basic_publish(exchange, key, body, properties)
-
-    def count(self, queue: str) -> int:
-        return int(self.channel.queue_declare(queue, passive=True).method.message_count)
-
-    def drain(self, queue: str) -> list[tuple[Any, pika.BasicProperties, bytes]]:
-        """Every message of `queue`, removed, in order."""
-        got = []
-        while True:
-            method, props, body = self.channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return got
-            got.append((method, props, body))
-
-    def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
-        # A fresh connection: a test may have closed the channel with an error.
-        with pika.BlockingConnection(self.params) as connection:
-            channel = connection.channel()
-            for name in self.queues:
-                channel.queue_delete(name)
-            for name in self.exchanges:
-                channel.exchange_delete(name)
-
-
-@pytest.fixture
-def declare(rabbitmq: dict[str, str]) -> Iterator[Callable[..., Topology]]:
-    opened: list[Topology] = []
-
-    def open_(vhost: str = "/") -> Topology:
-        topology = Topology(rabbitmq, vhost)
-        opened.append(topology)
-        return topology
-
-    yield open_
-    for topology in opened:
-        topology.close()
 
 
 @pytest.fixture

@@ -28,6 +28,12 @@ def dest_page(dest: Any, page: str) -> str:
 
 
 @register.filter
+def label(key: str) -> str:
+    """A fact's key as a label: "under_replicated" -> "Under replicated"."""
+    return str(key).replace("_", " ").replace("-", " ").capitalize()
+
+
+@register.filter
 def num(value: Any) -> str:
     if value is None or value == "":
         return "–"

@@ -1,0 +1,90 @@
+"""Queues and exchanges on the real RabbitMQ, declared by a test and deleted after it.
+
+`declare(vhost="/")` opens a `Topology`: one AMQP connection (publisher
+confirms on) whose queues and exchanges are deleted when the test ends, even
+if the test closed its channel with an error. Loaded as a plugin by
+tests/conftest.py before Django is set up, so nothing here imports Django.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pytest
+
+
+class Topology:
+    """Queues and exchanges declared over one AMQP connection to a vhost, deleted afterwards."""
+
+    def __init__(self, rabbitmq: dict[str, str], vhost: str = "/") -> None:
+        self.params = pika.URLParameters(rabbitmq["amqp_url"])
+        self.params.credentials = pika.PlainCredentials(rabbitmq["username"], rabbitmq["password"])
+        self.params.virtual_host = vhost
+        self.connection = pika.BlockingConnection(self.params)
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+
+    def queue(self, name: str, durable: bool | None = None, **arguments: Any) -> str:
+        """Declare a queue; unless told, durable only if quorum or stream (which must be)."""
+        if durable is None:
+            durable = arguments.get("x-queue-type") in ("quorum", "stream")
+        self.channel.queue_declare(name, durable=durable, arguments=arguments or None)
+        self.queues.append(name)
+        return name
+
+    def exchange(self, name: str, kind: str, **arguments: Any) -> str:
+        self.channel.exchange_declare(name, kind, arguments=arguments or None)
+        self.exchanges.append(name)
+        return name
+
+    def publish(
+        self, exchange: str, key: str, body: bytes, properties: pika.BasicProperties | None = None
+    ) -> None:
+        self.channel.basic_publish(exchange, key, body, properties)
+
+    def fill(self, queue: str, count: int) -> None:
+        """Publish `count` messages ("message 0", "message 1"...) straight to `queue`."""
+        for i in range(count):
+            self.channel.basic_publish("", queue, f"message {i}".encode())
+
+    def count(self, queue: str) -> int:
+        return int(self.channel.queue_declare(queue, passive=True).method.message_count)
+
+    def drain(self, queue: str) -> list[tuple[Any, pika.BasicProperties, bytes]]:
+        """Every message of `queue`, removed, in order."""
+        got = []
+        while True:
+            method, props, body = self.channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return got
+            got.append((method, props, body))
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+        # A fresh connection: a test may have closed the channel with an error.
+        with pika.BlockingConnection(self.params) as connection:
+            channel = connection.channel()
+            for name in self.queues:
+                channel.queue_delete(name)
+            for name in self.exchanges:
+                channel.exchange_delete(name)
+
+
+@pytest.fixture
+def declare(rabbitmq: dict[str, str]) -> Iterator[Callable[..., Topology]]:
+    """Open a `Topology` on a vhost ("/" by default); everything it declared goes at teardown."""
+    opened: list[Topology] = []
+
+    def open_(vhost: str = "/") -> Topology:
+        topology = Topology(rabbitmq, vhost)
+        opened.append(topology)
+        return topology
+
+    yield open_
+    for topology in opened:
+        topology.close()
