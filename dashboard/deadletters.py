@@ -231,7 +231,13 @@ def summary(message: Message, header: str = "") -> dict[str, Any]:
         "time": info["time"],
         "count": info["count"],
         "size": message.size or len(message.body),
-        "headers": {k: _plain(v) for k, v in message.headers.items() if not k.startswith("x-")},
+        # Every header but the death history (kept above, in its parts), so
+        # that grouping can use any of them, `x-exception` included.
+        "headers": {
+            k: _plain(v)
+            for k, v in message.headers.items()
+            if k != "x-death" and not k.startswith("x-first-death-")
+        },
         "preview": preview,
         "binary": text is None,
     }

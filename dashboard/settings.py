@@ -204,7 +204,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     # kafka-python logs every failed connection attempt at ERROR; the broker's
     # state is shown on the page instead.
-    "loggers": {"kafka": {"level": "CRITICAL"}},
+    "loggers": {"kafka": {"level": "CRITICAL"}, "pika": {"level": "WARNING"}},
 }
 
 # Sluice itself.
