@@ -88,12 +88,8 @@ def kill(dl: DeadLetters, count: int, **headers: Any) -> list[str]:
 
 
 @pytest.fixture
-def broker(rabbitmq) -> Broker:
-    return Broker.objects.create(
-        name="rabbit",
-        kind="rabbitmq",
-        options={"management_url": rabbitmq["management_url"], "amqp_url": rabbitmq["amqp_url"]},
-    )
+def broker(rabbit_broker) -> Broker:
+    return rabbit_broker
 
 
 def source(broker: Broker, dl: DeadLetters) -> Destination:

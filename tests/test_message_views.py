@@ -15,12 +15,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def broker(rabbitmq) -> Broker:
-    return Broker.objects.create(
-        name="rabbit",
-        kind="rabbitmq",
-        options={"management_url": rabbitmq["management_url"], "amqp_url": rabbitmq["amqp_url"]},
-    )
+def broker(rabbit_broker) -> Broker:
+    return rabbit_broker
 
 
 @pytest.fixture
