@@ -149,6 +149,9 @@ def run(
     previous = _previous_outcomes(job)
     chunk = job.chunks.count()
     interval = 1.0 / job.rate if job.rate else 0.0
+    # With a rate limit, no batch is larger than one second's worth: a batch
+    # goes out at full speed, so a large one would be a burst over the limit.
+    batch_size = min(job.batch_size, max(1, int(job.rate))) if job.rate else job.batch_size
     state, error = Job.DONE, ""
     try:
         while job.done < job.total:
@@ -160,7 +163,7 @@ def run(
                 state = Job.CANCELLED
                 break
             started = time.monotonic()
-            batch = transfer.fetch(min(job.batch_size, job.total - job.done), timeout=2.0)
+            batch = transfer.fetch(min(batch_size, job.total - job.done), timeout=2.0)
             if not batch:
                 break  # the source is empty
             round_trip = next((i for i, m in enumerate(batch) if seen_by(m, job)), None)

@@ -310,3 +310,23 @@ def test_bad_job_input_is_refused_and_changes_nothing(broker, dl, personas, data
         jobservice.create(personas["bob"], broker, data)
     assert Job.objects.count() == 0
     assert dl.depth(dl.dlq) == 2
+
+
+def test_a_rate_limit_is_kept_within_each_second(broker, dl, personas):
+    """Batches are cut to one second's worth, so no burst exceeds the limit."""
+    import time
+
+    kill(dl, 12)
+    job = make_job(broker, dl, personas, rate=5, batch_size=500)
+    sizes = []
+    started = time.monotonic()
+    job = jobs.run(
+        job.pk,
+        jobservice.transfer_for,
+        jobservice.router,
+        on_progress=lambda j: sizes.append(j.done),
+    )
+    elapsed = time.monotonic() - started
+    assert job.done == 12
+    assert sizes == [5, 10, 12]
+    assert elapsed >= 2.0  # three batches at 5 msg/s: at least two full seconds

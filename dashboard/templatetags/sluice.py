@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -87,6 +87,15 @@ def ago(value: datetime | None) -> str:
     if seconds < 172800:
         return f"{seconds // 3600} h ago"
     return f"{seconds // 86400} d ago"
+
+
+@register.filter
+def unix(value: Any) -> datetime | None:
+    """Unix seconds as a datetime, for the date filter."""
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 @register.filter
