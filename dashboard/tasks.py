@@ -72,8 +72,11 @@ def prune_history() -> None:
     log.info("pruned %d samples and %d rollups", samples, rollups)
 
 
-@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=False)
+@shared_task(ignore_result=True)
 def run_job(job_id: int) -> None:
+    # Acknowledged on receipt: a job whose worker dies is not run again by
+    # itself but shown as interrupted, for an operator to resume. A stray
+    # second delivery would do nothing anyway: only a queued job is claimed.
     from dashboard import jobs, jobservice
 
     job = jobs.run(
