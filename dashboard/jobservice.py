@@ -161,28 +161,12 @@ def create(user: Any, broker: Broker, data: dict[str, Any]) -> Job:
             raise Invalid(f"could not look at {fields['source']}: {exc}") from None
         job.state = Job.PREVIEW
         job.save()
-        audit(
-            user,
-            f"job.{job.action}.preview",
-            broker=broker.name,
-            destination=job.source,
-            count=job.preview["estimate"],
-            job=str(job.public_id),
-        )
+        _audit(user, job, "preview", count=job.preview["estimate"])
         return job
     job.save()
     _enqueue(job)
-    audit(
-        user,
-        f"job.{job.action}.start",
-        broker=broker.name,
-        destination=job.source,
-        job=str(job.public_id),
-        selection=job.selection,
-        target=job.target,
-        rate=job.rate,
-        **({"edit": _describe_edit(job.edit)} if job.edit else {}),
-    )
+    edit = {"edit": _describe_edit(job.edit)} if job.edit else {}
+    _audit(user, job, "start", selection=job.selection, target=job.target, rate=job.rate, **edit)
     return job
 
 
@@ -204,13 +188,7 @@ def start(user: Any, job: Job) -> Job:
         raise Invalid(f"this job is {job.state}; only a previewed job can be started")
     job.refresh_from_db()
     _enqueue(job)
-    audit(
-        user,
-        f"job.{job.action}.start",
-        broker=job.broker.name,
-        destination=job.source,
-        job=str(job.public_id),
-    )
+    _audit(user, job, "start")
     return job
 
 
@@ -225,14 +203,7 @@ def cancel(user: Any, job: Job) -> Job:
         # Nobody runs it to notice; it can be marked at once.
         Job.objects.filter(pk=job.pk, state=Job.CANCELLING).update(state=Job.CANCELLED)
         job.refresh_from_db()
-    audit(
-        user,
-        f"job.{job.action}.cancel",
-        broker=job.broker.name,
-        destination=job.source,
-        count=job.done,
-        job=str(job.public_id),
-    )
+    _audit(user, job, "cancel", count=job.done)
     return job
 
 
@@ -254,15 +225,19 @@ def resume(user: Any, job: Job) -> Job:
         )
     job.refresh_from_db()
     _enqueue(job)
+    _audit(user, job, "resume", count=job.done)
+    return job
+
+
+def _audit(user: Any, job: Job, verb: str, **detail: Any) -> None:
     audit(
         user,
-        f"job.{job.action}.resume",
+        f"job.{job.action}.{verb}",
         broker=job.broker.name,
         destination=job.source,
-        count=job.done,
         job=str(job.public_id),
+        **detail,
     )
-    return job
 
 
 def _enqueue(job: Job) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pika
 import pytest
+import requests
 
 
 class Topology:
@@ -88,3 +89,33 @@ def declare(rabbitmq: dict[str, str]) -> Iterator[Callable[..., Topology]]:
     yield open_
     for topology in opened:
         topology.close()
+
+
+def management(rabbitmq: dict[str, str], method: str, path: str, **kw: Any) -> requests.Response:
+    """One management API call on the test broker; raises on an error status."""
+    resp = requests.request(
+        method,
+        rabbitmq["management_url"].rstrip("/") + path,
+        auth=(rabbitmq["username"], rabbitmq["password"]),
+        timeout=10,
+        **kw,
+    )
+    resp.raise_for_status()
+    return resp
+
+
+@pytest.fixture
+def odd_vhost(rabbitmq: dict[str, str], unique_name: str) -> Iterator[str]:
+    """A vhost whose name has '/', '%', '#', spaces and unicode, deleted afterwards."""
+    from brokers.rabbitmq_api import quote_path
+
+    vhost = f"sluice odd/v%h#ost ünï {unique_name}"
+    management(rabbitmq, "PUT", quote_path("api", "vhosts", vhost))
+    management(
+        rabbitmq,
+        "PUT",
+        quote_path("api", "permissions", vhost, rabbitmq["username"]),
+        json={"configure": ".*", "write": ".*", "read": ".*"},
+    )
+    yield vhost
+    management(rabbitmq, "DELETE", quote_path("api", "vhosts", vhost))

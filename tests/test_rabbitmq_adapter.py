@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from brokers.base import BrokerError, Destination, Snapshot
 from brokers.rabbitmq import RabbitMQ, limits
 from brokers.rabbitmq_api import quote_path
+from tests.rabbit_fixtures import management
 
 # -- helpers ------------------------------------------------------------------
 
@@ -35,18 +35,6 @@ def wait_for(adapter: RabbitMQ, check: Callable[[Snapshot], bool]) -> Snapshot:
 def find(snapshot: Snapshot, vhost: str, name: str) -> Destination | None:
     key = f"{vhost}/{name}"
     return next((d for d in snapshot.destinations if d.key == key), None)
-
-
-def management(rabbitmq: dict[str, str], method: str, path: str, **kw: Any) -> requests.Response:
-    resp = requests.request(
-        method,
-        rabbitmq["management_url"].rstrip("/") + path,
-        auth=(rabbitmq["username"], rabbitmq["password"]),
-        timeout=10,
-        **kw,
-    )
-    resp.raise_for_status()
-    return resp
 
 
 @pytest.fixture
@@ -191,20 +179,6 @@ def test_limits_take_the_lower_number_and_the_argument_name():
         "delivery-limit": {"value": 5, "source": "policy"},
         "dead-letter-routing-key": {"value": "k", "source": "policy"},
     }
-
-
-@pytest.fixture
-def odd_vhost(rabbitmq: dict[str, str], unique_name: str) -> Iterator[str]:
-    vhost = f"odd/vhost %#{unique_name}"
-    management(rabbitmq, "PUT", quote_path("api", "vhosts", vhost))
-    management(
-        rabbitmq,
-        "PUT",
-        quote_path("api", "permissions", vhost, rabbitmq["username"]),
-        json={"configure": ".*", "write": ".*", "read": ".*"},
-    )
-    yield vhost
-    management(rabbitmq, "DELETE", quote_path("api", "vhosts", vhost))
 
 
 def test_odd_queue_and_vhost_names_are_collected_intact(

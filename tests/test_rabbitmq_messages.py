@@ -17,7 +17,6 @@ from typing import Any
 
 import pika
 import pytest
-import requests
 
 from brokers.base import BrokerError, Message, Outgoing
 from brokers.rabbitmq import RabbitMQ
@@ -34,21 +33,9 @@ from brokers.rabbitmq_amqp import (
     topic_matches,
 )
 from brokers.rabbitmq_api import ManagementAPI, quote_path
-from tests.rabbit_fixtures import Topology
+from tests.rabbit_fixtures import Topology, management
 
 # -- helpers ------------------------------------------------------------------
-
-
-def management(rabbitmq: dict[str, str], method: str, path: str, **kw: Any) -> Any:
-    resp = requests.request(
-        method,
-        rabbitmq["management_url"].rstrip("/") + path,
-        auth=(rabbitmq["username"], rabbitmq["password"]),
-        timeout=10,
-        **kw,
-    )
-    resp.raise_for_status()
-    return resp.json() if resp.content else None
 
 
 @pytest.fixture
@@ -85,20 +72,6 @@ def transfers() -> Iterator[Callable[..., AmqpTransfer]]:
     yield open_
     for t in opened:
         t.close()
-
-
-@pytest.fixture
-def odd_vhost(rabbitmq: dict[str, str], unique_name: str) -> Iterator[str]:
-    vhost = f"sluice odd/v%h#ost ünï {unique_name}"
-    management(rabbitmq, "PUT", quote_path("api", "vhosts", vhost))
-    management(
-        rabbitmq,
-        "PUT",
-        quote_path("api", "permissions", vhost, rabbitmq["username"]),
-        json={"configure": ".*", "write": ".*", "read": ".*"},
-    )
-    yield vhost
-    management(rabbitmq, "DELETE", quote_path("api", "vhosts", vhost))
 
 
 def replay_all(t: AmqpTransfer, exchange: str, key: str, batch: int = 20) -> int:
@@ -288,11 +261,13 @@ def test_routes_predicts_where_the_broker_delivers(declare, rabbitmq, url, name)
         for _method, _props, body in top.drain(queue):
             landed[int(body.split()[1])].add(queue)
     vhost = quote_path("/")
-    bindings = management(rabbitmq, "GET", f"/api/bindings{vhost}")
-    exchanges = management(rabbitmq, "GET", f"/api/exchanges{vhost}")
+    bindings = management(rabbitmq, "GET", f"/api/bindings{vhost}").json()
+    exchanges = management(rabbitmq, "GET", f"/api/exchanges{vhost}").json()
     types = {e["name"]: e["type"] for e in exchanges}
     args = {e["name"]: e["arguments"] for e in exchanges}
-    queues = {x["name"] for x in management(rabbitmq, "GET", f"/api/queues{vhost}?columns=name")}
+    queues = {
+        x["name"] for x in management(rabbitmq, "GET", f"/api/queues{vhost}?columns=name").json()
+    }
     for i, (exchange, key, headers) in enumerate(probes):
         predicted = routes(bindings, queues, "/", exchange, types, key, headers, args)
         assert predicted == sorted(landed[i]), (exchange, key, headers)
