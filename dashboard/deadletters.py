@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
-import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,14 +80,17 @@ def matches(message: Message, rule: dict[str, Any]) -> bool:
     return True
 
 
-def selected(message: Message, selection: dict[str, Any]) -> bool:
+def selector(selection: dict[str, Any]) -> Callable[[Message], bool]:
+    """The test a job applies to each message, built once per job (ids become a set)."""
     if selection.get("all"):
-        return True
+        return lambda message: True
     if "ids" in selection:
-        return message.id in set(selection["ids"])
+        ids = frozenset(selection["ids"])
+        return lambda message: message.id in ids
     if "filter" in selection:
-        return matches(message, selection["filter"])
-    return False
+        rule = selection["filter"]
+        return lambda message: matches(message, rule)
+    return lambda message: False
 
 
 FILTER_FIELDS = {
@@ -272,6 +275,3 @@ def groups(messages: list[dict[str, Any]], by: str, header: str = "") -> list[tu
 
 def when(ts: int | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC) if ts else None
-
-
-SAFE_HEADER = re.compile(r"^[\w.\-]{1,128}$")

@@ -89,6 +89,7 @@ class Plan:
     def __init__(self, job: Job, route: Callable[[Message], tuple[str, str] | None]) -> None:
         self.job = job
         self.route = route
+        self.selected = deadletters.selector(job.selection)
         self.send: list[Outgoing] = []
         self.send_index: list[int] = []  # each Outgoing's place in the batch
         self.settle: list[Message] = []
@@ -97,7 +98,7 @@ class Plan:
 
     def decide(self, index: int, message: Message) -> None:
         job = self.job
-        if not deadletters.selected(message, job.selection):
+        if not self.selected(message):
             self.keep.append((message, "not selected"))
             self.outcomes[index] = [message.id, SKIPPED, "", ""]
             return

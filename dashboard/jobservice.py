@@ -123,7 +123,8 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
     messages: list[Message] = adapter.browse(dest.vhost, dest.name, dest.type, limit, truncate=256)  # type: ignore[attr-defined]
     job = Job(broker=broker, **fields)
     route = router(job)
-    chosen = [m for m in messages if deadletters.selected(m, fields["selection"])]
+    selected = deadletters.selector(fields["selection"])
+    chosen = [m for m in messages if selected(m)]
     targets: Counter[str] = Counter()
     unknown = 0
     for m in chosen:

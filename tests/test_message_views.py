@@ -184,3 +184,28 @@ def test_dead_letters_group_by_any_header():
     assert "x-death" not in msgs[0]["headers"]
     assert deadletters.groups(msgs, "reason") == [("rejected", 2), ("expired", 1)]
     assert deadletters.groups(msgs, "header", "x-exception") == [("ValueError", 2), ("(none)", 1)]
+
+
+@pytest.mark.parametrize("ticked,mode", [(True, 2), (False, 1)])
+def test_the_publish_form_honours_the_persistent_box(
+    broker, channel, unique_name, client_for, ticked, mode
+):
+    queue = f"form-{unique_name}"
+    channel.queue_declare(queue)
+    try:
+        bob = client_for("bob")
+        form = {
+            "vhost": "/",
+            "exchange": "",
+            "routing_key": queue,
+            "body": "hi",
+            "body_kind": "text",
+        }
+        if ticked:
+            form["persistent"] = "on"
+        page = bob.post("/brokers/rabbit/publish/", form, HTTP_X_CSRFTOKEN=csrf(bob))
+        assert b"Published" in page.content
+        _, props, body = channel.basic_get(queue, auto_ack=True)
+        assert (body, props.delivery_mode) == (b"hi", mode)
+    finally:
+        channel.queue_delete(queue)

@@ -15,9 +15,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from brokers.base import BrokerError
 from dashboard import deadletters, jobservice, messageview
-from dashboard.auth import OPERATOR, VIEWER, audit, forbidden, has_role, require_role
+from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.models import DeadLetterScan, Job
-from dashboard.views.messages import read
+from dashboard.views.messages import find, peek
 from dashboard.views.pages import get_broker_or_404
 
 
@@ -85,8 +85,9 @@ def scan(request: HttpRequest, name: str) -> HttpResponse:
     if dest.type != "stream" and not has_role(request.user, OPERATOR):
         return forbidden(request, OPERATOR)
     try:
-        got = read(
-            broker, dest, settings.SLUICE_PEEK_LIMIT, 0 if dest.type == "stream" else None, 4096
+        offset = 0 if dest.type == "stream" else None
+        got = peek(
+            request.user, broker, dest, settings.SLUICE_PEEK_LIMIT, offset, 4096, "deadletters.scan"
         )
     except BrokerError as exc:
         flash.error(request, f"Could not read {dest.name}: {exc}")
@@ -98,15 +99,6 @@ def scan(request: HttpRequest, name: str) -> HttpResponse:
         length=dest.backlog,
         messages=[deadletters.summary(m) for m in got],
     )
-    if dest.type != "stream":
-        audit(
-            request.user,
-            "deadletters.scan",
-            broker=broker.name,
-            destination=dest.key,
-            count=len(got),
-            note="get with requeue: messages marked redelivered",
-        )
     return redirect(f"{reverse('dashboard:deadletters', args=[broker.name])}?queue={key}")
 
 
@@ -183,18 +175,15 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
     broker = get_broker_or_404(name)
     try:
         dest = jobservice.source_of(broker, request.POST.get("queue", ""))
-        found = [
-            m
-            for m in read(broker, dest, settings.SLUICE_PEEK_LIMIT, None, None)
-            if m.id == request.POST.get("id")
-        ]
+        message = find(
+            request.user, broker, dest, request.POST.get("id", ""), None, "deadletters.edit"
+        )
     except (jobservice.Invalid, BrokerError) as exc:
         flash.error(request, str(exc))
         return redirect("dashboard:deadletters", name=broker.name)
-    if not found:
+    if message is None:
         flash.error(request, "That message is no longer among the first messages of the queue.")
         return redirect(f"{reverse('dashboard:deadletters', args=[broker.name])}?queue={dest.key}")
-    message = found[0]
     shown = messageview.shown(message)
     editable = {
         k: v for k, v in message.headers.items() if not k.lower().startswith(("x-", "sluice-"))

@@ -8,12 +8,11 @@ from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.contrib import messages as flash
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from brokers.base import BrokerError, Message
+from brokers.base import BrokerError, Message, Published
 from dashboard import messageview
 from dashboard.auth import OPERATOR, VIEWER, audit, forbidden, has_role, require_role
 from dashboard.collector import adapter_for
@@ -42,6 +41,90 @@ def read(
     return adapter.browse(dest.vhost, dest.name, dest.type, count, offset=offset, truncate=truncate)  # type: ignore[attr-defined,no-any-return]
 
 
+def peek(
+    user: Any,
+    broker: Broker,
+    dest: Destination,
+    count: int,
+    offset: int | None,
+    truncate: int | None,
+    action: str,
+) -> list[Message]:
+    """Read head messages; a read that requeues (not a stream) changes them, so it is audited."""
+    got = read(broker, dest, count, offset, truncate)
+    if dest.type != "stream":
+        audit(
+            user,
+            action,
+            broker=broker.name,
+            destination=dest.key,
+            count=len(got),
+            note="get with requeue: messages marked redelivered",
+        )
+    return got
+
+
+def find(
+    user: Any, broker: Broker, dest: Destination, message_id: str, offset: int | None, action: str
+) -> Message | None:
+    """One message, whole: at `offset` in a stream, else among the queue's head messages."""
+    if dest.type == "stream":
+        got = peek(user, broker, dest, 1, offset or 0, None, action)
+    else:
+        got = peek(user, broker, dest, settings.SLUICE_PEEK_LIMIT, None, None, action)
+    return next((m for m in got if m.id == message_id), None)
+
+
+def send_one(
+    user: Any,
+    broker: Broker,
+    vhost: str,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: dict[str, Any],
+    headers: dict[str, Any],
+) -> Published:
+    """Publish one message, confirmed and mandatory, and audit what became of it."""
+    if len(body) > MAX_BODY:
+        raise ValueError(f"the body is {len(body):,} bytes; the limit here is {MAX_BODY:,}")
+    where = f"{vhost}/{exchange}"
+    try:
+        result: Published = adapter_for(broker).publish(
+            vhost, exchange, routing_key, body, properties, headers
+        )  # type: ignore[attr-defined]
+    except BrokerError as exc:
+        audit(
+            user,
+            "message.publish",
+            broker=broker.name,
+            destination=where,
+            count=1,
+            result="failed",
+            routing_key=routing_key,
+            error=str(exc),
+        )
+        raise
+    outcome = (
+        "ok"
+        if result.confirmed and result.routed
+        else "unroutable"
+        if result.confirmed
+        else "failed"
+    )
+    audit(
+        user,
+        "message.publish",
+        broker=broker.name,
+        destination=where,
+        count=1,
+        result=outcome,
+        routing_key=routing_key,
+        size=len(body),
+    )
+    return result
+
+
 @require_http_methods(["GET", "POST"])
 @require_role(VIEWER)
 def browse(request: HttpRequest, name: str, key: str) -> HttpResponse:
@@ -65,17 +148,16 @@ def browse(request: HttpRequest, name: str, key: str) -> HttpResponse:
         if not stream and not has_role(request.user, OPERATOR):
             return forbidden(request, OPERATOR)
         try:
-            got = read(broker, dest, count, offset, settings.SLUICE_BODY_LIMIT)
+            got = peek(
+                request.user,
+                broker,
+                dest,
+                count,
+                offset,
+                settings.SLUICE_BODY_LIMIT,
+                "queue.browse",
+            )
             ctx["shown"] = [messageview.shown(m) for m in got]
-            if not stream:
-                audit(
-                    request.user,
-                    "queue.browse",
-                    broker=broker.name,
-                    destination=dest.key,
-                    count=len(got),
-                    note="get with requeue: messages marked redelivered",
-                )
         except BrokerError as exc:
             ctx["error"] = str(exc)
     return render(request, "dashboard/messages.html", ctx)
@@ -96,26 +178,19 @@ def body(request: HttpRequest, name: str, key: str) -> HttpResponse:
             "Reading this queue requeues its head messages: ask with POST.", status=405
         )
     try:
-        if stream:
-            offset = _int(request.GET.get("offset"), 0, 0, 2**62)
-            found = [m for m in read(broker, dest, 1, offset, None) if m.id == wanted]
-        else:
-            found = [
-                m
-                for m in read(broker, dest, settings.SLUICE_PEEK_LIMIT, None, None)
-                if m.id == wanted
-            ]
+        offset = _int(request.GET.get("offset"), 0, 0, 2**62) if stream else None
+        message = find(request.user, broker, dest, wanted, offset, "message.download")
     except BrokerError as exc:
         return HttpResponse(
             f"Could not read the message: {exc}", status=502, content_type="text/plain"
         )
-    if not found:
+    if message is None:
         return HttpResponse(
             "That message is no longer at the head of the queue.",
             status=404,
             content_type="text/plain",
         )
-    response = HttpResponse(found[0].body, content_type="application/octet-stream")
+    response = HttpResponse(message.body, content_type="application/octet-stream")
     response["Content-Disposition"] = (
         f"attachment; filename*=UTF-8''{quote(dest.name, safe='')}-{quote(wanted[:40], safe='')}.bin"
     )
@@ -214,44 +289,16 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
                 if not has_role(request.user, OPERATOR):
                     return forbidden(request, OPERATOR)
                 body_bytes = parse_body(data.get("body_kind", "text"), data.get("body", ""))
-                if len(body_bytes) > MAX_BODY:
-                    raise ValueError(
-                        f"the body is {len(body_bytes):,} bytes; the limit here is {MAX_BODY:,}"
-                    )
                 props: dict[str, Any] = {f: data[f] for f in PROPERTY_FIELDS if data.get(f)}
-                props["delivery_mode"] = 2 if data.get("persistent", "on") else 1
-                result = adapter_for(broker).publish(
-                    vhost, exchange, routing_key, body_bytes, props, headers
-                )  # type: ignore[attr-defined]
-                ctx["result"] = result
-                audit(
-                    request.user,
-                    "message.publish",
-                    broker=broker.name,
-                    destination=f"{vhost}/{exchange}",
-                    count=1,
-                    result="ok"
-                    if result.confirmed and result.routed
-                    else "unroutable"
-                    if result.confirmed
-                    else "failed",
-                    routing_key=routing_key,
-                    size=len(body_bytes),
+                # An unticked checkbox is absent from the form: transient.
+                props["delivery_mode"] = 2 if data.get("persistent") else 1
+                ctx["result"] = send_one(
+                    request.user, broker, vhost, exchange, routing_key, body_bytes, props, headers
                 )
         except ValueError as exc:
             ctx["error"] = str(exc)
         except BrokerError as exc:
             ctx["error"] = f"The broker refused: {exc}"
-            if request.method == "POST":
-                audit(
-                    request.user,
-                    "message.publish",
-                    broker=broker.name,
-                    destination=f"{vhost}/{exchange}",
-                    count=1,
-                    result="failed",
-                    error=str(exc),
-                )
     if request.htmx and data.get("preview"):
         return render(request, "dashboard/publish.html#routes", ctx)
     return render(request, "dashboard/publish.html", ctx)
@@ -278,23 +325,11 @@ def api_publish(request: HttpRequest, name: str) -> JsonResponse:
             str(data.get("exchange", "")),
             str(data.get("routing_key", "")),
         )
-        result = adapter_for(broker).publish(vhost, exchange, rk, body_bytes, props, headers)  # type: ignore[attr-defined]
+        result = send_one(request.user, broker, vhost, exchange, rk, body_bytes, props, headers)
     except ValueError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     except BrokerError as exc:
-        audit(
-            request.user, "message.publish", broker=name, count=1, result="failed", error=str(exc)
-        )
         return JsonResponse({"error": str(exc)}, status=502)
-    audit(
-        request.user,
-        "message.publish",
-        broker=name,
-        destination=f"{vhost}/{exchange}",
-        count=1,
-        result="ok" if result.confirmed and result.routed else "unroutable",
-        routing_key=rk,
-    )
     return JsonResponse({"confirmed": result.confirmed, "routed": result.routed, **result.detail})
 
 
@@ -319,6 +354,3 @@ def api_routes(request: HttpRequest, name: str) -> JsonResponse:
             "as_of": broker.topology_at.isoformat() if broker.topology_at else None,
         }
     )
-
-
-__all__ = ["browse", "body", "publish", "api_publish", "api_routes", "flash"]
