@@ -47,11 +47,13 @@ def transfer_for(job: Job) -> Any:
         raise BrokerError(str(exc), retryable=False) from None
     adapter = adapter_for(job.broker)
     transfer = adapter.transfer(dest.vhost, dest.name, prefetch=max(job.batch_size * 2, 100))  # type: ignore[attr-defined]
-    if job.total == 0 and job.done == 0:
-        pending = transfer.pending()
-        total = pending if pending is not None else dest.backlog
-        Job.objects.filter(pk=job.pk).update(total=total)
-        job.total = total
+    # Every run, first or resumed, takes what the queue holds now. A resumed
+    # run may meet again a batch that was recorded but not acknowledged when
+    # the last one stopped: counting from `done` alone would end it short.
+    pending = transfer.pending()
+    total = job.done + (pending if pending is not None else dest.backlog)
+    Job.objects.filter(pk=job.pk).update(total=total)
+    job.total = total
     return transfer
 
 

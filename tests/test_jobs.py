@@ -11,6 +11,7 @@ from typing import Any
 import pika
 import pytest
 
+from brokers.base import BrokerError
 from dashboard import jobs, jobservice
 from dashboard.models import AuditEntry, Broker, Destination, Job
 
@@ -214,11 +215,21 @@ def test_a_message_that_dies_again_is_not_taken_twice(broker, dl, personas):
         dl.channel.queue_declare(q, arguments={"x-dead-letter-exchange": dl.dlx, "x-max-length": 0})
         dl.channel.queue_bind(q, dl.exchange, f"order.{i}.*")
     job = make_job(broker, dl, personas, batch_size=2)
-    # A stale length (as when the count came from an older collection) would
-    # let the pass run into its own bounced messages; the guard stops it there.
-    Job.objects.filter(pk=job.pk).update(total=100)
+
+    def cancel_after_first_batch(j: Job) -> None:
+        Job.objects.filter(pk=j.pk).update(state=Job.CANCELLING)
+
+    job = jobs.run(
+        job.pk, jobservice.transfer_for, jobservice.router, on_progress=cancel_after_first_batch
+    )
+    assert (job.state, job.done) == ("cancelled", 2)
+    # On resume the queue holds the 4 untouched messages and, behind them, the
+    # 2 this job replayed that died straight back. The count says 6 to take;
+    # the guard stops the pass when it meets its own.
+    jobservice.resume(personas["bob"], job)
     job = run(job)
     assert job.state == "done"
+    assert job.total == 8
     assert job.done == 6  # each taken once, although each came back
     assert dl.depth(dl.dlq) == 6
     again = dl.drain(dl.dlq)
@@ -330,3 +341,41 @@ def test_a_rate_limit_is_kept_within_each_second(broker, dl, personas):
     assert job.done == 12
     assert sizes == [5, 10, 12]
     assert elapsed >= 2.0  # three batches at 5 msg/s: at least two full seconds
+
+
+def test_dying_after_the_record_and_before_the_ack_finishes_the_pass_on_resume(
+    broker, dl, personas
+):
+    """The window between recording a batch and acknowledging it, hit on purpose.
+
+    A process cannot be killed at that exact instant on demand, so the real
+    transfer's settle fails once instead; the broker then gives the batch back,
+    as it would to a dead worker.
+    """
+    ids = kill(dl, 30)
+    job = make_job(broker, dl, personas, batch_size=10)
+    calls = {"settle": 0}
+
+    def dying_transfer(j: Job):
+        transfer = jobservice.transfer_for(j)
+        real_settle = transfer.settle
+
+        def settle(messages):
+            calls["settle"] += 1
+            if calls["settle"] == 2:
+                raise BrokerError("connection lost (simulated)")
+            return real_settle(messages)
+
+        transfer.settle = settle
+        return transfer
+
+    job = jobs.run(job.pk, dying_transfer, jobservice.router)
+    assert job.state == "failed" and job.done == 20  # the second batch was recorded, not acked
+    assert dl.depth(dl.dlq) == 20
+    jobservice.resume(personas["bob"], job)
+    job = run(job)
+    assert job.state == "done"
+    assert dl.depth(dl.dlq) == 0, "the pass stopped short of the end"
+    delivered = [p.message_id for q in dl.originals for p, _ in dl.drain(q)]
+    assert set(delivered) == set(ids)
+    assert len(delivered) - len(set(delivered)) == 10 == job.duplicates
