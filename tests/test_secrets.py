@@ -21,8 +21,10 @@ def test_redact_url_hides_passwords():
     assert SECRET not in redact_url(f"http://:{SECRET}@h/")
 
 
-def test_no_secret_in_any_response(rabbitmq, client_for, monkeypatch, caplog, tmp_path):
+def test_no_secret_in_any_response(rabbitmq, client_for, monkeypatch, caplog, amqp, unique_name):
     monkeypatch.setenv("SLUICE_TEST_SECRET", SECRET)
+    # A queue of its own, so that destination pages are covered whatever else the broker holds.
+    amqp.queue_declare(f"secrets-{unique_name}")
     host = rabbitmq["management_url"].split("://", 1)[1]
     # Wrong credentials, so that the broker's refusal travels through every error path too.
     wrong = Broker.objects.create(
