@@ -204,7 +204,9 @@ def _http_ok(url: str, auth: tuple[str, str] | None = None) -> bool:
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return bool(response.status == 200)
-    except urllib.error.HTTPError:
+    except (urllib.error.URLError, OSError):
+        # Refused, reset or timed out (the plugin not enabled yet, the node
+        # starting), or an HTTP error status: not ready.
         return False
 
 
