@@ -39,7 +39,6 @@ import gc
 import json
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -47,6 +46,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pika
 import requests
+import scratch_django
 
 from brokers.base import Outgoing
 from brokers.rabbitmq_amqp import AmqpTransfer, replay_target
@@ -246,9 +246,6 @@ def replay_ours(broker: Broker, n: int, batch: int) -> Timed:
     return timed
 
 
-_engine_ready = False
-
-
 def replay_engine(broker: Broker, n: int, batch: int) -> Timed:
     """Replay bench.dlq through Sluice's own job engine, as an operator's replay job runs.
 
@@ -257,20 +254,7 @@ def replay_engine(broker: Broker, n: int, batch: int) -> Timed:
     progress written to the database after every batch (SQLite here, in a
     temporary directory), and the lineage headers.
     """
-    global _engine_ready
-    import django
-
-    if not _engine_ready:
-        state = Path(tempfile.mkdtemp(prefix="sluice-bench-engine-"))
-        os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
-        os.environ["SLUICE_STATE_DIR"] = str(state)
-        os.environ["DATABASE_URL"] = f"sqlite:///{state / 'sluice.sqlite3'}"
-        os.environ.pop("SLUICE_CONFIG", None)
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        _engine_ready = True
+    scratch_django.setup("sluice-bench-engine-")
     from dashboard import jobs, jobservice
     from dashboard.models import Broker as BrokerRow
     from dashboard.models import Destination, Job

@@ -1,30 +1,43 @@
 """NATS and JetStream, through one server's HTTP monitoring endpoint.
 
-Talks to: the monitoring port (8222 by default) with one `requests.Session`:
-`/varz` for the server, `/jsz` for JetStream streams and consumers. The
-monitoring port usually has no authentication; basic auth is sent when a user
-and password are given (for a monitoring port behind a proxy).
+Talks to: the monitoring port (8222 by default) with one `requests.Session`.
+The monitoring port usually has no authentication; basic auth is sent when a
+user and password are given (for a monitoring port behind a proxy).
 
 Options:
     monitoring_url  http(s)://host:8222[/base-path]
-    url             nats://host:4222; the client port, kept for message
-                    browsing, which will use nats-py; monitoring does not need it
+    url             nats://host:4222; the client port, for message browsing
+                    (nats-py); monitoring only uses it to explain a monitoring
+                    port that does not answer while the client port does
     user, password  basic auth for the monitoring URL
     token           for the client port (unused by monitoring)
     timeout         seconds allowed for each HTTP request (connect and read)
 
-One collection costs 2 requests (`/varz`, then `/jsz` with streams, consumers
-and their configuration), or 1 when `/varz` shows JetStream disabled.
+Requests per collection, each counted in `Snapshot.requests`:
+    every cycle     /varz, /healthz, /connz (one page of CONNZ_LIMIT
+                    connections), and /jsz with streams, consumers and their
+                    configuration when /varz shows JetStream enabled: 4, or 3
+                    without JetStream. /connz is on every cycle because its
+                    point is now: pending bytes and message rates of clients;
+                    its size grows with connections, not with streams.
+    topology cycle  adds /subsz, and /routez, /gatewayz, /leafz only where
+                    /varz shows them configured: 1 to 4 more. They change
+                    slowly and are stored with the topology.
+
+Rates: the server gives none. Messages/s of the server, streams and
+consumers' acks are derived by the collector from the totals in `Health` and
+`Destination`; byte rates, deliveries/s of consumers and per-connection rates
+are derived here from the previous collection's counters (`Rates`), so the
+first collection after a restart, or in another worker process, has none.
 
 Cannot:
     - see beyond one server: `/jsz` is asked for the streams this server
       leads (`stream-leader-only`), so a replicated stream is counted once,
       but in a cluster the streams led by other servers are missing;
-    - give rates: streams and consumers carry monotonic totals from which the
-      collector derives them;
+    - list more than CONNZ_LIMIT connections (the first by connection id),
+      or more than 1024 JetStream accounts (`/jsz` pages over accounts);
     - see plain NATS subjects (no backlog to show) or dead letters (JetStream
-      has none; it only advertises messages that reached max deliveries);
-    - list more than 1024 JetStream accounts (`/jsz` pages over accounts).
+      has none; it only advertises messages that reached max deliveries).
 """
 
 from __future__ import annotations
@@ -32,12 +45,22 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from brokers.base import BrokerError, Destination, Health, Node, Snapshot, redact_url
+from brokers import nats_monitor_server as server_map
+from brokers.base import BrokerError, Destination, Node, Snapshot, redact_url
+from brokers.nats_monitor import (
+    NatsHealth,
+    NatsTopology,
+    Rates,
+    jetstream_destinations,
+    jetstream_facts,
+    jetstream_server,
+    parse_time,
+)
 
 JSZ_PARAMS = {
     "accounts": "true",
@@ -48,13 +71,7 @@ JSZ_PARAMS = {
     # authoritative one, and asking only for it counts every stream once.
     "stream-leader-only": "true",
 }
-
-# A pull client that delivered or acked within this many seconds is taken as
-# still there between two fetches.
-ACTIVE_WINDOW = 60.0
-
-# Without explicit accounts every client lives in the global account.
-DEFAULT_ACCOUNT = "$G"
+CONNZ_PARAMS = {"limit": str(server_map.CONNZ_LIMIT), "auth": "true"}
 
 
 class Nats:
@@ -78,48 +95,71 @@ class Nats:
         self.session = requests.Session()
         if user is not None and password is not None:
             self.session.auth = (user, password)
+        self.rates = Rates()
+        self._requests = 0
 
     # -- Adapter ------------------------------------------------------------
 
     def collect(self, topology: bool = False) -> Snapshot:
-        """Server health, one destination per stream and per consumer."""
+        """Server health and connections, one destination per stream and per consumer."""
+        self._requests = 0
+        try:
+            return self._collect(topology)
+        finally:
+            self.rates.done()
+
+    def _collect(self, topology: bool) -> Snapshot:
         varz = self._get("/varz")
-        requests_made = 1
+        healthz = self._healthz()
         jsz: dict[str, Any] = {}
         # /varz shows JetStream's configuration only when it is enabled; a
         # server without it is healthy and simply has no streams.
         if (varz.get("jetstream") or {}).get("config"):
             jsz = self._get("/jsz", JSZ_PARAMS)
-            requests_made += 1
         jetstream = bool(jsz) and not jsz.get("disabled", False)
+        connz = self._get("/connz", CONNZ_PARAMS)
 
-        now = _time(jsz.get("now")) or _time(varz.get("now"))
-        streams: list[Destination] = []
-        consumers: list[Destination] = []
-        accounts = (jsz.get("account_details") or []) if jetstream else []
-        for account in accounts:
-            for detail in account.get("stream_detail") or ():
-                streams.append(_stream(account, detail))
-                for info in detail.get("consumer_detail") or ():
-                    consumers.append(_consumer(account, detail, info, now))
-
+        now = parse_time(jsz.get("now")) or parse_time(varz.get("now"))
+        streams, consumers = jetstream_destinations(jsz, now, self.rates) if jetstream else ([], [])
+        figures = server_map.server(varz, self.rates)
+        figures["jetstream"]["enabled"] = jetstream
+        if jetstream:
+            figures["jetstream"].update(jetstream_server(jsz))
         # Waiting messages: what consumers have yet to receive, plus work-queue
         # streams no consumer reads (their consumers would count them twice).
         unread = sum(s.backlog for s in streams if s.consumers == 0)
-        server = varz.get("server_name") or varz.get("server_id", "")
-        health = Health(
+        name = varz.get("server_name") or varz.get("server_id", "")
+        health = NatsHealth(
             version=varz.get("version", ""),
-            nodes=(Node(name=server, mem_used=varz.get("mem")),),
+            nodes=(Node(name=name, mem_used=varz.get("mem")),),
             backlog=sum(c.backlog for c in consumers) + unread,
             in_flight=sum(c.in_flight for c in consumers),
             consumers=sum(c.consumers for c in consumers),
             # The server's own counters: every message in and out, core NATS too.
             in_total=varz.get("in_msgs"),
             out_total=varz.get("out_msgs"),
-            facts=_facts(varz, jsz, jetstream),
+            facts=_facts(varz, jetstream, streams, consumers),
+            healthz=healthz,
+            server=figures,
+            connections=server_map.connections(connz, self.rates),
         )
         return Snapshot(
-            health=health, destinations=tuple(streams + consumers), requests=requests_made
+            health=health,
+            destinations=tuple(streams + consumers),
+            topology=self._topology(varz) if topology else None,
+            requests=self._requests,
+        )
+
+    def _topology(self, varz: dict[str, Any]) -> NatsTopology:
+        """Subscription statistics, and routes, gateways and leaf nodes where configured."""
+        has = server_map.configured(varz)
+        subsz = self._get("/subsz")
+        return NatsTopology(
+            subsz=server_map.subscriptions(subsz),
+            routes=server_map.routes(self._get("/routez")) if has["routes"] else None,
+            gateways=server_map.gateways(self._get("/gatewayz")) if has["gateways"] else None,
+            leafs=server_map.leafs(self._get("/leafz")) if has["leafs"] else None,
+            at=subsz.get("now", ""),
         )
 
     def close(self) -> None:
@@ -127,7 +167,31 @@ class Nats:
 
     # -- HTTP ---------------------------------------------------------------
 
+    def _healthz(self) -> dict[str, str]:
+        """/healthz as {"status", "error"}: a failing check is a state to show, not a failure."""
+        self._requests += 1
+        try:
+            response = self.session.get(self.monitoring_url + "/healthz", timeout=self.timeout)
+            if response.status_code == 404:
+                return {"status": "", "error": ""}  # an old server without /healthz
+            body = response.json()
+        except requests.Timeout:
+            return {"status": "unknown", "error": f"no answer within {self.timeout:g} s"}
+        except (requests.RequestException, ValueError) as exc:
+            return {"status": "unknown", "error": f"/healthz failed ({type(exc).__name__})"}
+        if not isinstance(body, dict):
+            body = {}
+        ok = response.status_code == 200
+        status = str(body.get("status") or ("ok" if ok else f"HTTP {response.status_code}"))
+        error = str(body.get("error") or "")
+        # Some failures come with a list of the checks that failed.
+        for item in body.get("errors") or ():
+            if isinstance(item, dict) and item.get("error"):
+                error = error or str(item["error"])
+        return {"status": status if ok or status != "ok" else "unavailable", "error": error}
+
     def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        self._requests += 1
         where = f"{self.shown_url}{path}"
         try:
             response = self.session.get(
@@ -137,6 +201,12 @@ class Nats:
             raise BrokerError(f"{where}: no answer within {self.timeout:g} s") from None
         except requests.ConnectionError as exc:
             reason, retryable = _reason(exc)
+            if reason == "connection refused" and self._client_port_answers():
+                reason += (
+                    f"; the client port {redact_url(self._client_url())} answers, so the server "
+                    "runs without this monitoring port (start it with -m 8222, or correct "
+                    "monitoring_url)"
+                )
             raise BrokerError(f"cannot reach {self.shown_url}: {reason}", retryable) from None
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema) as exc:  # fmt: skip
@@ -164,151 +234,38 @@ class Nats:
             raise BrokerError(f"{where}: not a NATS monitoring endpoint", retryable=False)
         return body
 
+    def _client_url(self) -> str:
+        first = (self.url or "").split(",")[0].strip()
+        return first if "://" in first else f"nats://{first}"
 
-# -- mapping ------------------------------------------------------------------
-
-
-def _stream(account: dict[str, Any], detail: dict[str, Any]) -> Destination:
-    name = detail["name"]
-    config = detail.get("config") or {}
-    state = detail.get("state") or {}
-    retention = config.get("retention", "")
-    vhost, prefix = _account(account)
-    return Destination(
-        kind="stream",
-        key=f"stream/{prefix}{name}",
-        name=name,
-        vhost=vhost,
-        type=retention,
-        state="sealed" if config.get("sealed") else "",
-        # Only a work queue's messages wait for someone; limits and interest
-        # streams keep them for any reader, whose backlog the consumers show.
-        backlog=state.get("messages", 0) if retention == "workqueue" else 0,
-        consumers=state.get("consumer_count", 0),
-        # The last sequence only grows: its change is the ingest rate.
-        in_total=state.get("last_seq", 0),
-        extra={
-            "messages": state.get("messages", 0),
-            "bytes": state.get("bytes", 0),
-            "subjects": config.get("subjects") or [],
-            "num_subjects": state.get("num_subjects", 0),
-            "storage": config.get("storage", ""),
-            "replicas": config.get("num_replicas", 1),
-            "first_seq": state.get("first_seq", 0),
-            "last_seq": state.get("last_seq", 0),
-            "first_ts": state.get("first_ts"),
-            "last_ts": state.get("last_ts"),
-        },
-    )
+    def _client_port_answers(self) -> bool:
+        """Whether the NATS client port greets us with INFO: the server runs, its monitoring not."""
+        if not self.url:
+            return False
+        try:
+            parts = urlsplit(self._client_url())
+            host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+        except ValueError:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, self.timeout)) as sock:
+                sock.settimeout(min(1.0, self.timeout))
+                return sock.recv(5) == b"INFO "
+        except OSError:
+            return False
 
 
-def _consumer(
-    account: dict[str, Any], detail: dict[str, Any], info: dict[str, Any], now: datetime | None
-) -> Destination:
-    stream, name = detail["name"], info["name"]
-    config = info.get("config") or {}
-    delivered = info.get("delivered") or {}
-    ack_floor = info.get("ack_floor") or {}
-    pending = info.get("num_pending", 0)
-    waiting = info.get("num_waiting", 0)
-    push = bool(config.get("deliver_subject"))
-    last_active = max(
-        (
-            t
-            for t in (_time(delivered.get("last_active")), _time(ack_floor.get("last_active")))
-            if t
-        ),
-        default=None,
-    )
-    at = _time(info.get("ts")) or now
-    recent = bool(last_active and at and (at - last_active).total_seconds() <= ACTIVE_WINDOW)
-    # A consumer is a cursor, not a connection: the server does not say who
-    # reads it. Count one reader on evidence: a push consumer bound to a
-    # subscriber, pull requests waiting, or a delivery or ack in the last
-    # minute (a pull client between two fetches). A durable whose client has
-    # gone therefore shows 0 readers once its last requests expire.
-    reading = bool(info.get("push_bound")) or waiting > 0 or recent
-    vhost, prefix = _account(account)
-    filters = config.get("filter_subjects") or (
-        [config["filter_subject"]] if config.get("filter_subject") else []
-    )
-    # Each delivery, first or repeated, moves the consumer sequence: its
-    # change is the delivery rate (as `nats consumer graph` plots it).
-    sent = delivered.get("consumer_seq", 0)
-    return Destination(
-        kind="consumer",
-        key=f"consumer/{prefix}{stream}/{name}",
-        name=f"{stream} › {name}",
-        vhost=vhost,
-        type="push" if push else "pull",
-        state="paused" if info.get("paused") else "",
-        backlog=pending,
-        in_flight=info.get("num_ack_pending", 0),
-        consumers=1 if reading else 0,
-        # Messages that reached this consumer: delivered plus still pending.
-        # Unlike the stream's last sequence this counts only what matches the
-        # filter, so in-rate minus out-rate is exactly the backlog's growth.
-        in_total=sent + pending,
-        out_total=sent,
-        extra={
-            "durable": config.get("durable_name") or "",
-            "filter_subject": ", ".join(filters),
-            "ack_policy": config.get("ack_policy", ""),
-            "max_deliver": config.get("max_deliver", -1),
-            "num_redelivered": info.get("num_redelivered", 0),
-            "num_waiting": waiting,
-            "delivered_seq": delivered.get("stream_seq", 0),
-            "ack_floor_seq": ack_floor.get("stream_seq", 0),
-            "last_active": last_active.isoformat() if last_active else None,
-        },
-    )
-
-
-def _facts(varz: dict[str, Any], jsz: dict[str, Any], jetstream: bool) -> dict[str, Any]:
+def _facts(
+    varz: dict[str, Any], jetstream: bool, streams: list[Destination], consumers: list[Destination]
+) -> dict[str, Any]:
+    """A short summary for the broker's header; the server panel shows the rest (`server`)."""
     facts: dict[str, Any] = {
-        "server_name": varz.get("server_name", ""),
-        "server_id": varz.get("server_id", ""),
         "cluster": (varz.get("cluster") or {}).get("name", ""),
-        "uptime": varz.get("uptime", ""),
-        "connections": varz.get("connections", 0),
-        "subscriptions": varz.get("subscriptions", 0),
-        "slow_consumers": varz.get("slow_consumers", 0),
-        "mem": varz.get("mem", 0),
-        "cpu": varz.get("cpu", 0.0),
-        "cores": varz.get("cores", 0),
-        # Counters since the server started; rates are their change.
-        "in_msgs": varz.get("in_msgs", 0),
-        "out_msgs": varz.get("out_msgs", 0),
-        "in_bytes": varz.get("in_bytes", 0),
-        "out_bytes": varz.get("out_bytes", 0),
         "jetstream": jetstream,
     }
     if jetstream:
-        facts.update(
-            streams=jsz.get("streams", 0),
-            consumers=jsz.get("consumers", 0),
-            messages=jsz.get("messages", 0),
-            bytes=jsz.get("bytes", 0),
-            api_errors=(jsz.get("api") or {}).get("errors", 0),
-            meta_leader=(jsz.get("meta_cluster") or {}).get("leader", ""),
-        )
+        facts.update(jetstream_facts(streams, consumers))
     return facts
-
-
-def _account(account: dict[str, Any]) -> tuple[str, str]:
-    """(vhost, key prefix): stream names are unique only within an account."""
-    name = account.get("name") or DEFAULT_ACCOUNT
-    return ("", "") if name == DEFAULT_ACCOUNT else (name, f"{name}/")
-
-
-def _time(value: Any) -> datetime | None:
-    """A server timestamp; None for a missing one or Go's zero time."""
-    if not value or str(value).startswith("0001-"):
-        return None
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
 
 
 def _reason(exc: requests.ConnectionError) -> tuple[str, bool]:

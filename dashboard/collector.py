@@ -20,6 +20,7 @@ from django.db import connection, transaction
 
 from brokers.base import Adapter, BrokerError, Snapshot, connect
 from brokers.base import Destination as Dest
+from dashboard import kafkastatus, natsstatus, statuswindow
 from dashboard.config import expand_options
 from dashboard.models import Broker, Destination, Sample
 
@@ -66,6 +67,11 @@ def collect(broker: Broker, now: float | None = None) -> bool:
         mark_down(broker, exc.message, now)
         return False
     store(broker, snapshot, now, elapsed=time.monotonic() - started)
+    if broker.kind == "nats":
+        # The advisory capture stream, checked (or created) once per few minutes.
+        from dashboard.nats_deadletters import check_now_and_then
+
+        check_now_and_then(broker)
     return True
 
 
@@ -150,11 +156,30 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
     rows_new: list[Destination] = []
     rows_update: list[tuple[Any, ...]] = []
     samples: list[tuple[str, int, int, int, float | None, float | None, int | None]] = []
+    # Kafka groups and NATS consumers get a status judged from their recent
+    # samples (dashboard/kafkastatus.py, dashboard/natsstatus.py).
+    since = statuswindow.window_since(now, broker.effective_interval)
+    groups_before = kafkastatus.history(broker, since, now) if broker.kind == "kafka" else {}
+    consumers_before = natsstatus.history(broker, since, now) if broker.kind == "nats" else {}
     for dest in snapshot.destinations:
         prev = existing.pop(dest.key, None)
         dt = now - prev[3].timestamp() if prev else 0.0
         in_rate = _rate(dest.in_rate, dest.in_total, prev[1] if prev else None, dt)
         out_rate = _rate(dest.out_rate, dest.out_total, prev[2] if prev else None, dt)
+        details = _details(dest)
+        rank = trouble(dest.backlog, dest.consumers, dest.kind, in_rate, out_rate)
+        if broker.kind == "kafka" and dest.kind == "group":
+            point = kafkastatus.Point(now, dest.lag or 0, out_rate, dest.consumers)
+            status = kafkastatus.judge(
+                dest.extra, dest.state, point, groups_before.get(dest.key, [])
+            )
+            details["status"] = status.as_dict()
+            rank = max(rank, kafkastatus.TROUBLE[status.status])
+        if broker.kind == "nats" and dest.kind == "consumer":
+            npoint = natsstatus.Point(now, dest.backlog, dest.in_flight, out_rate, dest.consumers)
+            nstatus = natsstatus.judge(npoint, consumers_before.get(dest.key, []))
+            details["status"] = nstatus.as_dict()
+            rank = max(rank, natsstatus.TROUBLE[nstatus.status])
         values = {
             "name": dest.name,
             "vhost": dest.vhost,
@@ -169,8 +194,8 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
             "consumer_capacity": dest.consumer_capacity,
             "in_total": dest.in_total,
             "out_total": dest.out_total,
-            "trouble": trouble(dest.backlog, dest.consumers, dest.kind, in_rate, out_rate),
-            "details": _details(dest),
+            "trouble": rank,
+            "details": details,
             "updated_at": at,
             "gone_since": None,
         }

@@ -21,6 +21,10 @@ from brokers.base import Message
 
 def death_info(message: Message) -> dict[str, Any]:
     """Reason, original queue, exchange, routing key and time of a dead letter's first death."""
+    if "nats_stream" in message.properties:  # a NATS dead letter: stream, consumer, subject
+        from dashboard.nats_deadletters import death_info as nats_death_info
+
+        return nats_death_info(message)
     headers = message.headers
     deaths = headers.get("x-death") or []
     first_queue = headers.get("x-first-death-queue", "")
@@ -30,6 +34,8 @@ def death_info(message: Message) -> dict[str, Any]:
         entry = matching[0] if matching else (deaths[-1] if isinstance(deaths[-1], dict) else {})
     keys = entry.get("routing-keys") or []
     when = entry.get("time")
+    if not deaths and not first_queue and "partition" in message.properties:
+        return _log_death_info(message)  # a Kafka record
     return {
         "reason": headers.get("x-first-death-reason") or entry.get("reason", ""),
         "queue": first_queue or entry.get("queue", ""),
@@ -40,6 +46,23 @@ def death_info(message: Message) -> dict[str, Any]:
         if isinstance(when, (int, float))
         else message.properties.get("timestamp"),
         "deaths": deaths if isinstance(deaths, list) else [],
+    }
+
+
+def _log_death_info(message: Message) -> dict[str, Any]:
+    """The same facts for a Kafka dead letter, from its origin and exception headers."""
+    from brokers.kafka_transfer import REASON_HEADERS, origin_topic
+
+    headers = message.headers
+    reason = next((headers[h] for h in REASON_HEADERS if isinstance(headers.get(h), str)), "")
+    return {
+        "reason": reason[:300],
+        "queue": origin_topic(message, origin_headers()) or "",
+        "exchange": "",
+        "routing_key": message.routing_key,
+        "count": 1,
+        "time": message.properties.get("timestamp"),
+        "deaths": [],
     }
 
 
@@ -136,6 +159,22 @@ def check_selection(selection: Any) -> dict[str, Any]:
     return selection
 
 
+def check_choice(
+    data: dict[str, Any], selection: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job's selection (`selection` if already read, else from `data`) and edit, checked.
+
+    ValueError saying what is wrong, including an edit of a message the
+    selection does not name alone.
+    """
+    if selection is None:
+        selection = check_selection(data.get("selection", {"all": True}))
+    edit = check_edit(data["edit"]) if data.get("edit") else {}
+    if edit and selection.get("ids") != [edit["id"]]:
+        raise ValueError("an edit applies to one message: select exactly that message by id")
+    return selection, edit
+
+
 def apply_edit(
     edit: dict[str, Any], message: Message, headers: dict[str, Any]
 ) -> tuple[bytes | None, dict[str, Any]]:
@@ -178,13 +217,75 @@ def patterns() -> list[str]:
     return [p.strip() for p in settings.SLUICE_DLQ_PATTERNS.split(",") if p.strip()]
 
 
-def find_dlqs(broker: Any) -> list[dict[str, Any]]:
-    """The broker's dead-letter queues, each with why Sluice thinks so.
+def kafka_patterns() -> list[str]:
+    return [p.strip() for p in settings.SLUICE_KAFKA_DLQ_PATTERNS.split(",") if p.strip()]
+
+
+def origin_headers() -> tuple[str, ...]:
+    return tuple(h.strip() for h in settings.SLUICE_KAFKA_ORIGIN_HEADERS.split(",") if h.strip())
+
+
+def find_dead_letter_topics(
+    broker: Any, scans: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """A Kafka cluster's dead-letter topics, each with why Sluice thinks so.
+
+    Two routes: a name matching SLUICE_KAFKA_DLQ_PATTERNS, and records that
+    carry an origin-topic header (SLUICE_KAFKA_ORIGIN_HEADERS), as seen by the
+    last look at the topic or by the last header check of every topic.
+    """
+    from django.core.cache import cache
+
+    from dashboard.models import Destination
+
+    topics = Destination.objects.filter(broker=broker, kind="topic", gone_since__isnull=True)
+    by_header: dict[str, str] = cache.get(header_check_key(broker)) or {}
+    scanned = latest_scans(broker) if scans is None else scans
+    found = []
+    for t in topics.order_by("name"):
+        why = []
+        pattern = next((p for p in kafka_patterns() if fnmatch.fnmatchcase(t.name, p)), None)
+        if pattern:
+            why.append(f"name matches {pattern!r}")
+        header = by_header.get(t.name)
+        if header is None and t.key in scanned:
+            header = next(
+                (h for m in scanned[t.key].messages for h in origin_headers() if h in m["headers"]),
+                None,
+            )
+        if header:
+            why.append(f"its records carry {header!r}")
+        if why:
+            found.append({"queue": t, "why": why})
+    return found
+
+
+def latest_scans(broker: Any) -> dict[str, Any]:
+    """The latest look at each dead-letter queue or topic, by its key (of the last 500 looks)."""
+    from dashboard.models import DeadLetterScan
+
+    scans: dict[str, Any] = {}
+    for scan in DeadLetterScan.objects.filter(broker=broker).order_by("-at")[:500]:
+        scans.setdefault(scan.queue, scan)
+    return scans
+
+
+def header_check_key(broker: Any) -> str:
+    return f"sluice:kafka-dlt-headers:{broker.pk}"
+
+
+def find_dlqs(broker: Any, scans: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The broker's dead-letter queues (Kafka: topics), each with why Sluice thinks so.
+
+    `scans`: the latest looks (`latest_scans`) when the caller has them already.
 
     Two routes: a queue bound to an exchange that some queue's arguments or
     policy name as its dead-letter exchange, and a name matching a pattern.
     """
     from dashboard.models import Destination
+
+    if broker.kind == "kafka":
+        return find_dead_letter_topics(broker, scans)
 
     queues = list(
         Destination.objects.filter(

@@ -237,7 +237,7 @@ def run_nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None
 
 async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
     import nats
-    from nats.js.api import RetentionPolicy
+    from nats.js.api import ConsumerConfig, RetentionPolicy
     from nats.js.errors import BadRequestError
 
     async def quiet(exc: Exception) -> None:
@@ -249,6 +249,7 @@ async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> N
         streams: list[dict[str, Any]] = [
             {"name": "ORDERS", "subjects": ["orders.>"], "max_msgs": 100_000},
             {"name": "JOBS", "subjects": ["jobs.>"], "retention": RetentionPolicy.WORK_QUEUE},
+            {"name": "PAYMENTS", "subjects": ["payments.>"], "max_msgs": 100_000},
         ]
         for stream in streams:
             try:
@@ -262,7 +263,21 @@ async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> N
         await nc.subscribe("demo.echo", cb=echo)
         shipper = await js.pull_subscribe("orders.>", durable="shipper", stream="ORDERS")
         worker = await js.pull_subscribe("jobs.>", durable="jobs-worker", stream="JOBS")
-        publish = {"orders.created": Pace(8), "orders.shipped": Pace(4), "jobs.resize": Pace(5)}
+        # A payment charger that gives up on some: every 10th is refused until it
+        # reaches max deliveries, every 25th is terminated at once. Both become
+        # dead-letter advisories, which Sluice's capture stream keeps.
+        charger = await js.pull_subscribe(
+            "payments.>",
+            durable="charger",
+            stream="PAYMENTS",
+            config=ConsumerConfig(max_deliver=3, ack_wait=2),
+        )
+        publish = {
+            "orders.created": Pace(8),
+            "orders.shipped": Pace(4),
+            "jobs.resize": Pace(5),
+            "payments.charge": Pace(2),
+        }
         work, ping = Pace(2), Pace(1)
         n = 0
         while not stop.is_set():
@@ -285,6 +300,18 @@ async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> N
                         stats["consumed"] += 1
                 except TimeoutError:  # nothing to fetch; nats-py raises asyncio's
                     pass
+            try:
+                for msg in await charger.fetch(batch=50, timeout=0.1):
+                    seq = msg.metadata.sequence.stream
+                    if seq % 25 == 0:
+                        await msg.term()
+                    elif seq % 10 == 0:
+                        await msg.nak()
+                    else:
+                        await msg.ack()
+                        stats["consumed"] += 1
+            except TimeoutError:  # nothing to fetch; nats-py raises asyncio's
+                pass
             if ping.due():
                 await nc.request("demo.echo", b"ping", timeout=2)
             await asyncio.sleep(0.1)

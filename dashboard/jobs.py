@@ -60,6 +60,21 @@ class JobError(Exception):
     """The job cannot start or go on; the message is for the operator."""
 
 
+def check_pace(
+    data: dict[str, Any], default_batch: int, max_batch: int
+) -> tuple[float | None, int]:
+    """The job's rate limit (messages/s, None for none) and batch size; ValueError if bad."""
+    rate = data.get("rate")
+    if rate is not None and (
+        not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0 or rate > 1e6
+    ):
+        raise ValueError("rate must be a number of messages per second above 0")
+    batch = data.get("batch_size", default_batch)
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= max_batch:
+        raise ValueError(f"batch_size must be a whole number from 1 to {max_batch}")
+    return (float(rate) if rate else None), batch
+
+
 def lineage(message: Message, job: Job) -> dict[str, Any]:
     headers = {k: v for k, v in message.headers.items() if k != PASS and k != KEPT_BECAUSE}
     try:
@@ -113,7 +128,7 @@ class Plan:
                 message.id,
                 NO_ORIGIN,
                 "",
-                "no x-death header names where it came from",
+                "no header names where it came from",
             ]
             return
         body = None
@@ -122,7 +137,12 @@ class Plan:
             body, headers = deadletters.apply_edit(job.edit, message, headers)
         self.send.append(Outgoing(message, where[0], where[1], headers, body))
         self.send_index.append(index)
-        self.outcomes[index] = [message.id, None, f"{where[0]}/{where[1]}", ""]
+        self.outcomes[index] = [
+            message.id,
+            None,
+            f"{where[0]}/{where[1]}" if where[1] else where[0],
+            "",
+        ]
 
 
 def run(
@@ -207,6 +227,7 @@ def _one_batch(
         if result.confirmed and result.routed:
             sent_ok.append(outgoing.message)
             plan.outcomes[index][1] = REPLAYED if job.action == "replay" else MOVED
+            plan.outcomes[index][3] = result.error  # a remark, e.g. "already there (duplicate)"
         elif result.confirmed:
             plan.keep.append((outgoing.message, "unroutable"))
             plan.outcomes[index][1] = UNROUTABLE

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from brokers.base import BrokerError, Message
-from dashboard import deadletters
+from dashboard import deadletters, jobs, kafka_jobs, nats_jobs
 from dashboard.auth import audit
 from dashboard.collector import adapter_for
 from dashboard.models import Broker, Destination, Job
@@ -30,6 +30,10 @@ def source_of(broker: Broker, key: str) -> Destination:
 
 def router(job: Job) -> Any:
     """The function that says where each message of `job` goes: (exchange, routing key) or None."""
+    if job.broker.kind == "kafka":
+        return kafka_jobs.router(job)
+    if job.broker.kind == "nats":
+        return nats_jobs.router(job)
     if job.action == "move":
         where = (job.target.get("exchange", ""), job.target.get("routing_key", ""))
         return lambda message: where
@@ -41,6 +45,10 @@ def router(job: Job) -> Any:
 
 
 def transfer_for(job: Job) -> Any:
+    if job.broker.kind == "kafka":
+        return kafka_jobs.transfer_for(job)
+    if job.broker.kind == "nats":
+        return nats_jobs.transfer_for(job)
     try:
         dest = source_of(job.broker, job.source)
     except Invalid as exc:
@@ -59,6 +67,16 @@ def transfer_for(job: Job) -> Any:
 
 def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
     """The job's fields from request data, or Invalid saying what is wrong."""
+    if broker.kind == "kafka":
+        try:
+            return kafka_jobs.check(broker, data)
+        except kafka_jobs.Invalid as exc:
+            raise Invalid(str(exc)) from None
+    if broker.kind == "nats":
+        try:
+            return nats_jobs.check(broker, data)
+        except nats_jobs.Invalid as exc:
+            raise Invalid(str(exc)) from None
     if broker.kind != "rabbitmq":
         raise Invalid(f"message jobs are not available for {broker.get_kind_display()} yet")
     action = data.get("action")
@@ -69,12 +87,9 @@ def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         raise Invalid("source must name a queue (its key, e.g. '//payments.dlq')")
     dest = source_of(broker, source)
     try:
-        selection = deadletters.check_selection(data.get("selection", {"all": True}))
-        edit = deadletters.check_edit(data["edit"]) if data.get("edit") else {}
+        selection, edit = deadletters.check_choice(data)
     except ValueError as exc:
         raise Invalid(str(exc)) from None
-    if edit and selection.get("ids") != [edit["id"]]:
-        raise Invalid("an edit applies to one message: select exactly that message by id")
     target: dict[str, Any] = {}
     if action == "move":
         where = data.get("destination")
@@ -98,27 +113,27 @@ def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         if mode not in REPLAY_MODES:
             raise Invalid(f"mode must be one of {', '.join(REPLAY_MODES)}")
         target = {"mode": mode}
-    rate = data.get("rate")
-    if rate is not None and (
-        not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0 or rate > 1e6
-    ):
-        raise Invalid("rate must be a number of messages per second above 0")
-    batch = data.get("batch_size", 500)
-    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 5000:
-        raise Invalid("batch_size must be a whole number from 1 to 5000")
+    try:
+        rate, batch = jobs.check_pace(data, 500, 5000)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
     return {
         "action": action,
         "source": dest.key,
         "selection": selection,
         "target": target,
         "edit": edit,
-        "rate": float(rate) if rate else None,
+        "rate": rate,
         "batch_size": batch,
     }
 
 
 def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
     """How many messages the job would take, and where they would go, from a look at the head."""
+    if broker.kind == "kafka":
+        return kafka_jobs.preview(broker, fields)
+    if broker.kind == "nats":
+        return nats_jobs.preview(broker, fields)
     dest = source_of(broker, fields["source"])
     adapter = adapter_for(broker)
     limit = settings.SLUICE_PEEK_LIMIT

@@ -58,3 +58,68 @@ def shown(message: Message) -> dict[str, Any]:
         "binary": text is None,
         "size": message.size or len(message.body),
     }
+
+
+# -- Kafka records: a body on its own, and a collapsible outline of JSON ------
+
+OUTLINE_LIMIT = 2000  # rows of a JSON outline; bigger documents show as text only
+OUTLINE_DEPTH = 64  # nesting of a JSON outline; deeper documents show as text only
+
+
+def body_parts(body: bytes | None) -> dict[str, Any]:
+    """How to show a Kafka record's value: JSON (with an outline), text, or hex and base64.
+
+    Everything here is escaped by the templates; `outline` rows open and close
+    <details> elements so that JSON objects and arrays can be collapsed.
+    """
+    if body is None:
+        return {"null": True, "text": None, "json": None, "outline": None, "binary": False}
+    text = deadletters.text_of(body)
+    pretty = outline = None
+    if text is not None and text.strip()[:1] in ("{", "["):
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            pretty = json.dumps(data, indent=2, ensure_ascii=False)
+            outline = json_outline(data)
+    return {
+        "null": False,
+        "text": text,
+        "json": pretty,
+        "outline": outline,
+        "hex": hexdump(body) if text is None else "",
+        "base64": base64.b64encode(body[:HEX_LIMIT]).decode() if text is None else "",
+        "binary": text is None,
+    }
+
+
+def json_outline(data: Any, limit: int = OUTLINE_LIMIT) -> list[dict[str, Any]] | None:
+    """Rows {"kind": "open"|"close"|"leaf", "key", "text", "size"} for parsed JSON; None if too big."""
+    rows: list[dict[str, Any]] = []
+
+    def walk(value: Any, key: Any, depth: int = 0) -> bool:
+        if len(rows) >= limit or depth > OUTLINE_DEPTH:
+            return False
+        if isinstance(value, (dict, list)) and value:
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            brackets = "{}" if isinstance(value, dict) else "[]"
+            rows.append({"kind": "open", "key": key, "text": brackets[0], "size": len(value)})
+            for k, v in items:
+                if not walk(v, k, depth + 1):
+                    return False
+            rows.append({"kind": "close", "text": brackets[1]})
+            return True
+        kind = "null" if value is None else type(value).__name__
+        rows.append(
+            {
+                "kind": "leaf",
+                "key": key,
+                "text": json.dumps(value, ensure_ascii=False),
+                "type": kind,
+            }
+        )
+        return True
+
+    return rows if walk(data, None) else None

@@ -12,6 +12,8 @@ from django.db import models
 from django.utils import timezone
 
 from brokers.base import OPTIONS, redact_options
+from dashboard.kafkastatus import LABELS as KAFKA_STATUS_LABELS
+from dashboard.natsstatus import LABELS as NATS_STATUS_LABELS
 
 
 class Broker(models.Model):
@@ -86,8 +88,9 @@ class Destination(models.Model):
     # Counters the rates are derived from when the broker gives no rate.
     in_total = models.BigIntegerField(null=True)
     out_total = models.BigIntegerField(null=True)
-    # 2: backlog growing, 1: backlog and no consumers, 0: neither. Stored so
-    # that the database ranks thousands of rows without loading them.
+    # 2: backlog growing, 1: backlog and no consumers, 0: neither (3: a Kafka
+    # group in ERROR). Stored so that the database ranks thousands of rows
+    # without loading them.
     trouble = models.SmallIntegerField(default=0)
     details = models.JSONField(default=dict)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -101,10 +104,17 @@ class Destination(models.Model):
     def __str__(self) -> str:
         return f"{self.broker.name}:{self.key}"
 
-    TROUBLE_LABELS = {2: "growing", 1: "no consumers", 0: ""}
+    # 3: a Kafka group in ERROR (dashboard/kafkastatus.py); RabbitMQ never gets it.
+    TROUBLE_LABELS = {3: "error", 2: "growing", 1: "no consumers", 0: ""}
+    # A Kafka group's or NATS consumer's status, where it names the trouble (the names differ).
+    STATUS_LABELS = {**KAFKA_STATUS_LABELS, **NATS_STATUS_LABELS}
 
     @property
     def trouble_label(self) -> str:
+        # A Kafka group's status names its trouble better than the generic label.
+        status = (self.details or {}).get("status") or {}
+        if self.trouble and status.get("status") in self.STATUS_LABELS:
+            return self.STATUS_LABELS[status["status"]]
         return self.TROUBLE_LABELS.get(self.trouble, "")
 
 
@@ -241,6 +251,9 @@ class Job(models.Model):
     in_flight = models.JSONField(default=list, blank=True)
     # Which run owns the job; a resumed run takes over and the old one stops.
     run_token = models.CharField(max_length=32, blank=True)
+    # Where a job reading a log (Kafka topic) stands: {"partitions": {p: [start, end]},
+    # "next": {p: offset}}. It advances only after the copies are confirmed.
+    cursor = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -314,3 +327,81 @@ class DeadLetterScan(models.Model):
 
     def __str__(self) -> str:
         return f"{self.broker.name}:{self.queue} @ {self.at:%H:%M:%S}"
+
+
+class Search(models.Model):
+    """A scan of a whole Kafka topic for messages matching filters, run in the background.
+
+    The results stay with the search, so its page can be shared.
+    """
+
+    QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
+    CANCELLED, DONE, FAILED = "cancelled", "done", "failed"
+    FINISHED = (CANCELLED, DONE, FAILED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    broker = models.ForeignKey(Broker, on_delete=models.CASCADE, related_name="searches")
+    topic = models.CharField(max_length=255)
+    # {"key": ..., "header": ..., "body": ..., "mode": "substring"|"regex"|"json", ...}
+    filters = models.JSONField(default=dict, blank=True)
+    # {p: [start, end]}: the offsets to scan, fixed when the search starts.
+    partitions = models.JSONField(default=dict, blank=True)
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, default=QUEUED)
+    error = models.TextField(blank=True)
+    total = models.BigIntegerField(default=0)  # messages to scan
+    scanned = models.BigIntegerField(default=0)
+    matched = models.BigIntegerField(default=0)
+    # The first matches, as shown: [{partition, offset, timestamp, key, headers, preview, size}]
+    results = models.JSONField(default=list, blank=True)
+    run_token = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"search {self.topic} ({self.state})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in self.FINISHED
+
+    @property
+    def progress(self) -> float:
+        return (
+            min(1.0, self.scanned / self.total) if self.total else (1.0 if self.finished else 0.0)
+        )
+
+
+class OffsetReset(models.Model):
+    """A change of a consumer group's committed offsets, kept so it can be undone."""
+
+    PREVIEW, APPLIED, UNDONE, REFUSED = "preview", "applied", "undone", "refused"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    broker = models.ForeignKey(Broker, on_delete=models.CASCADE, related_name="offset_resets")
+    group = models.CharField(max_length=1024)
+    # {"to": "earliest"|"latest"|"timestamp"|"offset"|"shift", "value": ..., "topic": ...,
+    #  "partitions": [...]}
+    spec = models.JSONField(default=dict)
+    # [{"topic", "partition", "before", "after", "end", "lag_before", "lag_after"}, ...]
+    changes = models.JSONField(default=list)
+    state = models.CharField(max_length=16, default=PREVIEW)
+    error = models.TextField(blank=True)
+    # The reset this one undoes, if it is an undo.
+    undoes = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="undone_by"
+    )
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"reset {self.group} ({self.state})"

@@ -103,6 +103,10 @@ def page_of(listing: Listing) -> Page:
 
 
 def as_json(dest: Destination) -> dict[str, Any]:
+    # Kafka groups: the Burrow-like status (dashboard/kafkastatus.py) and how
+    # far behind in time the group is; None for everything else.
+    status = (dest.details or {}).get("status") or {}
+    behind = ((dest.details or {}).get("extra") or {}).get("lag_seconds") or {}
     return {
         "broker": dest.broker.name,
         "key": dest.key,
@@ -119,6 +123,9 @@ def as_json(dest: Destination) -> dict[str, Any]:
         "lag": dest.lag,
         "consumer_capacity": dest.consumer_capacity,
         "trouble": dest.trouble_label,
+        "status": status.get("status"),
+        "status_rule": status.get("rule"),
+        "lag_seconds": behind.get("max"),
         "updated_at": dest.updated_at.isoformat(),
     }
 

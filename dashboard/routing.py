@@ -3,7 +3,12 @@
 from django.urls import path
 
 from dashboard.consumers import LiveConsumer
+from dashboard.tail import TailConsumer
+from dashboard.tail_nats import NatsTailConsumer
 
 websocket_urlpatterns = [
     path("ws/live/", LiveConsumer.as_asgi()),
+    path("ws/tail/<str:broker>/<str:topic>", TailConsumer.as_asgi()),
+    # A NATS subject may hold "/" and wildcards: it travels in ?subject=.
+    path("ws/nats/tail/<str:broker>", NatsTailConsumer.as_asgi()),
 ]

@@ -220,9 +220,31 @@ SLUICE_PAGE_SIZE = env_int("SLUICE_PAGE_SIZE", 100, minimum=10)
 SLUICE_DLQ_PATTERNS = env(
     "SLUICE_DLQ_PATTERNS", "*.dlq,*-dlq,*_dlq,dlq.*,*.DLQ,*.dead,*dead-letter*,*.DLT"
 )
+# Kafka dead-letter topics: names matching these, or records carrying one of these headers
+# (the name of the topic a record came from; Spring Kafka's is kafka_dlt-original-topic).
+SLUICE_KAFKA_DLQ_PATTERNS = env(
+    "SLUICE_KAFKA_DLQ_PATTERNS", "*.DLT,*-dlt,*.dlt,*-dlq,*.dlq,*_dlq,dlq.*,*.DLQ"
+)
+SLUICE_KAFKA_ORIGIN_HEADERS = env(
+    "SLUICE_KAFKA_ORIGIN_HEADERS", "x-original-topic,kafka_dlt-original-topic"
+)
+# NATS dead letters: a JetStream stream Sluice creates (when allowed) to capture the
+# max-deliveries and terminated advisories, checked every N minutes by the collection;
+# and the names of streams taken for dead-letter streams.
+SLUICE_NATS_CAPTURE_ADVISORIES = env_bool("SLUICE_NATS_CAPTURE_ADVISORIES", True)
+SLUICE_NATS_CAPTURE_STREAM = env("SLUICE_NATS_CAPTURE_STREAM", "SLUICE_DEAD_LETTERS")
+SLUICE_NATS_CAPTURE_MAX_AGE_DAYS = env_int("SLUICE_NATS_CAPTURE_MAX_AGE_DAYS", 30, minimum=1)
+SLUICE_NATS_CAPTURE_MAX_BYTES = env_int(
+    "SLUICE_NATS_CAPTURE_MAX_BYTES", 256 * 1024 * 1024, minimum=1024 * 1024
+)
+SLUICE_NATS_CAPTURE_CHECK_MINUTES = env_int("SLUICE_NATS_CAPTURE_CHECK_MINUTES", 10, minimum=1)
+SLUICE_NATS_DLQ_PATTERNS = env("SLUICE_NATS_DLQ_PATTERNS", "*_DLQ,*-dlq,*.dlq,DLQ_*,dlq.*")
 # How many head messages a dead-letter scan or a dry run reads.
 SLUICE_PEEK_LIMIT = env_int("SLUICE_PEEK_LIMIT", 1000, minimum=1)
 # Bodies longer than this are shown truncated, with a download of the whole.
 SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)
+# The publish form and API take bodies up to 16 MiB (views.messages.MAX_BODY), a
+# third more as base64; Django's 2.5 MB default would refuse them with a bare 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 24 * 1024 * 1024
 # A running job whose worker has not reported for this long is shown as interrupted, and can be resumed.
 SLUICE_JOB_STALL_SECONDS = env_int("SLUICE_JOB_STALL_SECONDS", 30, minimum=2)

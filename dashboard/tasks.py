@@ -83,3 +83,12 @@ def run_job(job_id: int) -> None:
         job_id, jobservice.transfer_for, jobservice.router, on_progress=live.job_progress
     )
     live.job_progress(job)
+
+
+@shared_task(ignore_result=True)
+def run_search(search_id: int) -> None:
+    # Like run_job: acknowledged on receipt; only a queued search is claimed,
+    # so a stray second delivery does nothing.
+    from dashboard import kafka_search
+
+    kafka_search.run(search_id)

@@ -2,7 +2,19 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard.views import api, deadletters, jobs, messages, pages
+from dashboard.views import (
+    api,
+    deadletters,
+    jobs,
+    kafka_messages,
+    kafka_offsets,
+    kafka_tail,
+    messages,
+    nats_deadletters,
+    nats_messages,
+    nats_server,
+    pages,
+)
 
 # /brokers/<name>/
 broker_urls = [
@@ -17,6 +29,15 @@ broker_urls = [
     path("dead-letters/scan", deadletters.scan, name="deadletters-scan"),
     path("dead-letters/act", deadletters.act, name="deadletters-act"),
     path("dead-letters/edit", deadletters.edit, name="deadletters-edit"),
+    path("dead-letters/headers", deadletters.check_headers, name="deadletters-headers"),
+    # Kafka: topics' messages, live tail, consumer-group offsets.
+    *kafka_messages.urlpatterns,
+    *kafka_tail.urlpatterns,
+    *kafka_offsets.urlpatterns,
+    # NATS: server details, subjects and streams' messages, JetStream dead letters.
+    *nats_server.urlpatterns,
+    *nats_messages.urlpatterns,
+    *nats_deadletters.urlpatterns,
 ]
 
 # /jobs/
@@ -38,6 +59,12 @@ api_urls = [
     path("brokers/<str:name>/destinations/<path:key>", api.destination, name="api-destination"),
     path("brokers/<str:name>/publish", messages.api_publish, name="api-publish"),
     path("brokers/<str:name>/routes", messages.api_routes, name="api-routes"),
+    path("brokers/<str:name>/", include(kafka_messages.api_urlpatterns)),
+    path("brokers/<str:name>/", include(kafka_tail.api_urlpatterns)),
+    path("brokers/<str:name>/", include(kafka_offsets.api_urlpatterns)),
+    path("brokers/<str:name>/", include(nats_server.api_urlpatterns)),
+    path("brokers/<str:name>/", include(nats_messages.api_urlpatterns)),
+    path("brokers/<str:name>/", include(nats_deadletters.api_urlpatterns)),
     path("jobs", jobs.api_jobs, name="api-jobs"),
     path("jobs/<str:job_id>", jobs.api_job, name="api-job"),
     path("jobs/<str:job_id>/<str:verb>", jobs.api_job_control, name="api-job-control"),
@@ -47,6 +74,7 @@ dashboard_urls = [
     path("", pages.overview, name="overview"),
     path("brokers/<str:name>/", include(broker_urls)),
     path("jobs/", include(job_urls)),
+    path("searches/", include(kafka_messages.search_urlpatterns)),
     path("audit/", pages.audit_log, name="audit"),
     path("audit/export.csv", pages.audit_export, name="audit-export"),
     path("api/v1/", include(api_urls)),

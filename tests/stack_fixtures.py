@@ -143,7 +143,7 @@ interval = {INTERVAL}
         url=f"http://127.0.0.1:{port}",
         env=env,
         admin_password=password,
-        brokers={"rabbitmq": rabbitmq},
+        brokers={"rabbitmq": rabbitmq, "kafka": kafka, "nats": nats},
         processes={p.name: p for p in started},
         logs=state / "logs",
     )

@@ -226,3 +226,266 @@ def test_collect_after_close_reconnects(adapter: Kafka, admin: Any, unique_name:
     adapter.collect()
     adapter.close()
     assert find(adapter.collect(), f"topic/{unique_name}").extra["partitions"] == 1
+
+
+# -- topics: partitions, configs, sizes -----------------------------------------
+
+
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+
+
+def test_topic_partitions_show_leader_replicas_isr_and_offsets(
+    adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
+) -> None:
+    create_topic(admin, unique_name, partitions=3)
+    produce(unique_name, 4, partition=0)
+    produce(unique_name, 2, partition=2)
+
+    topic = find(adapter.collect(), f"topic/{unique_name}")
+    rows = topic.extra["partition_details"]
+
+    assert [r["partition"] for r in rows] == [0, 1, 2]
+    assert [(r["first"], r["last"], r["messages"]) for r in rows] == [
+        (0, 4, 4),
+        (0, 0, 0),
+        (0, 2, 2),
+    ]
+    brokers = {int(n.name.split()[1]) for n in adapter.collect().health.nodes}
+    for r in rows:
+        assert r["leader"] in brokers
+        assert r["leader"] in r["replicas"] and sorted(r["isr"]) == sorted(r["replicas"])
+        assert r["under_replicated"] is False
+    assert topic.extra["messages"] == 6 and topic.in_total == 6
+
+
+def test_topic_configs_are_read_in_one_request_on_the_topology_cycle_and_kept(
+    adapter: Kafka, admin: Any, unique_name: str
+) -> None:
+    from kafka.admin import NewTopic
+
+    admin.create_topics([NewTopic(unique_name, 1, 1, topic_configs={"retention.ms": "3600000"})])
+    other = f"{unique_name}-other"
+    admin.create_topics([NewTopic(other, 1, 1, topic_configs={"retention.bytes": "1048576"})])
+    adapter.collect()  # a new topic's configs are read as soon as it is seen
+    plain = adapter.collect()  # nothing new: no DescribeConfigs
+    slow = adapter.collect(topology=True)
+    again = adapter.collect()
+
+    configs = find(slow, f"topic/{unique_name}").extra["configs"]
+    assert configs["retention.ms"]["value"] == "3600000"
+    assert find(slow, f"topic/{other}").extra["configs"]["retention.bytes"]["value"] == "1048576"
+    # Cached between topology cycles, and one request for every topic at once.
+    assert find(again, f"topic/{unique_name}").extra["configs"] == configs
+    log_dirs = len(slow.health.nodes) if "DescribeLogDirs" in adapter._versions else 0
+    assert slow.requests == plain.requests + 1 + log_dirs == again.requests + 1 + log_dirs
+    assert slow.topology is not None and plain.topology is None
+
+
+def test_log_sizes_come_from_describe_log_dirs_or_say_the_broker_does_not_report_them(
+    adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
+) -> None:
+    create_topic(admin, unique_name)
+    produce(unique_name, 3)
+    snapshot = adapter.collect(topology=True)
+    topic = find(snapshot, f"topic/{unique_name}")
+
+    if "DescribeLogDirs" in adapter._versions:  # Apache Kafka
+        assert topic.extra["size"] > 0 and topic.extra["size_note"] == ""
+        assert topic.extra["partition_details"][0]["size"] > 0
+    else:  # Tansu 0.6 does not offer DescribeLogDirs
+        assert topic.extra["size"] is None
+        assert topic.extra["size_note"] == "not reported by this broker"
+        assert snapshot.health.facts["log_sizes"] == "not reported by this broker"
+
+
+def test_topic_names_at_the_249_character_limit_with_dots_dashes_and_underscores(
+    adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
+) -> None:
+    name = (f"{unique_name}.a-b_c." + "x.y-z_" * 50)[:249]
+    assert len(name) == 249
+    create_topic(admin, name, partitions=2)
+    produce(name, 3, partition=1)
+    group = f"{unique_name}.g-1_x"
+    admin.alter_group_offsets(group, {TopicPartition(name, 1): OffsetAndMetadata(1, None, -1)})
+
+    snapshot = adapter.collect()
+    topic = find(snapshot, f"topic/{name}")
+    dest = find(snapshot, f"group/{group}")
+
+    assert topic.name == name and topic.extra["messages"] == 3
+    assert dest.extra["partitions"] == [[name, 1, 1, 3, 2]]
+    assert dest.extra["topics"] == {name: 2}
+
+
+# -- groups: members, lag, lag in seconds ---------------------------------------------
+
+
+def test_members_show_client_host_and_the_partitions_assigned_to_them(
+    kafka: dict[str, str], adapter: Kafka, admin: Any, produce: Callable[..., None],
+    unique_name: str,
+) -> None:  # fmt: skip
+    create_topic(admin, unique_name, partitions=2)
+    produce(unique_name, 2, partition=0)
+    group = f"{unique_name}-group"
+    consumer = KafkaConsumer(
+        unique_name,
+        bootstrap_servers=kafka["bootstrap_servers"],
+        group_id=group,
+        client_id=f"{unique_name}-client",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **FAST_GROUP,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(200)
+        consumer.commit({TopicPartition(unique_name, 0): OffsetAndMetadata(1, None, -1)})
+        dest = find(adapter.collect(), f"group/{group}")
+    finally:
+        consumer.close()
+
+    [member] = dest.extra["members"]
+    assert dest.consumers == 1 and dest.state == "Stable"
+    assert dest.extra["protocol_type"] == "consumer"
+    # The coordinator makes member ids from the client id.
+    assert member["member_id"].startswith(f"{unique_name}-client-")
+    if member["client_id"]:  # Apache Kafka
+        assert member["client_id"] == f"{unique_name}-client"
+        assert member["host"]  # the address the coordinator saw
+        assert member["assignment"] == [[unique_name, [0, 1]]]
+        assert dest.extra["assignor"]
+    else:
+        # Tansu 0.6 answers DescribeGroups with client id, host, protocol and
+        # assignment all empty: the panel says they were not reported.
+        assert (member["host"], member["assignment"], dest.extra["assignor"]) == ("", [], "")
+
+
+def test_a_member_assignment_is_decoded_from_the_consumer_protocol() -> None:
+    from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment as Assignment
+
+    from brokers.kafka_monitor_map import assignment
+
+    # The bytes a consumer's group leader sends in SyncGroup, as Kafka returns
+    # them in DescribeGroups (Tansu returns none, so they are made here).
+    raw = Assignment(
+        assigned_partitions=[
+            Assignment.TopicPartition(topic="orders", partitions=[2, 0]),
+            Assignment.TopicPartition(topic="audit.log", partitions=[1]),
+        ],
+        user_data=b"",
+    ).encode(version=0)
+
+    assert assignment("consumer", raw) == [["audit.log", [1]], ["orders", [0, 2]]]
+    assert assignment("connect", raw) == []  # another protocol's layout
+    assert assignment("consumer", b"\x00\x01garbage") == []
+
+
+def test_lag_is_summed_per_topic_and_in_total(
+    adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
+) -> None:
+    first, second = f"{unique_name}-a", f"{unique_name}-b"
+    create_topic(admin, first, partitions=2)
+    create_topic(admin, second)
+    produce(first, 5, partition=0)
+    produce(first, 3, partition=1)
+    produce(second, 7)
+    group = f"{unique_name}-group"
+    admin.alter_group_offsets(
+        group,
+        {
+            TopicPartition(first, 0): OffsetAndMetadata(1, None, -1),
+            TopicPartition(first, 1): OffsetAndMetadata(3, None, -1),
+            TopicPartition(second, 0): OffsetAndMetadata(2, None, -1),
+        },
+    )
+
+    dest = find(adapter.collect(), f"group/{group}")
+
+    assert dest.extra["topics"] == {first: 4, second: 5}
+    assert dest.lag == dest.backlog == 9
+    assert [r[4] for r in dest.extra["partitions"]] == [4, 0, 5]
+
+
+def test_lag_in_seconds_is_the_age_of_the_next_message_and_zero_when_caught_up(
+    adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
+) -> None:
+    create_topic(admin, unique_name)
+    produce(unique_name, 5)
+    produced = time.time()
+    tp = TopicPartition(unique_name, 0)
+    behind, ahead, done = (f"{unique_name}-{n}" for n in ("behind", "ahead", "done"))
+    # Two groups at different offsets of the same partition, one at the end.
+    admin.alter_group_offsets(behind, {tp: OffsetAndMetadata(1, None, -1)})
+    admin.alter_group_offsets(ahead, {tp: OffsetAndMetadata(3, None, -1)})
+    admin.alter_group_offsets(done, {tp: OffsetAndMetadata(5, None, -1)})
+    time.sleep(2)
+
+    started = time.time()
+    first = adapter.collect()
+    finished = time.time()
+    for gid in (behind, ahead):
+        seconds = find(first, f"group/{gid}").extra["lag_seconds"]
+        # The message at the committed offset was written before `produced`.
+        assert started - produced - 0.1 <= seconds["max"] <= finished - produced + 5
+        assert seconds["partitions"] == [[unique_name, 0, seconds["max"]]]
+    assert find(first, f"group/{done}").extra["lag_seconds"]["max"] == 0.0
+
+    # The timestamps are kept: the next collections read none again.
+    second = adapter.collect()
+    third = adapter.collect()
+    assert first.requests > second.requests == third.requests
+    later = find(third, f"group/{behind}").extra["lag_seconds"]["max"]
+    assert later >= find(first, f"group/{behind}").extra["lag_seconds"]["max"]
+
+
+def test_a_committed_offset_past_the_end_is_out_of_range(
+    adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
+) -> None:
+    create_topic(admin, unique_name)
+    produce(unique_name, 5)
+    group = f"{unique_name}-group"
+    admin.alter_group_offsets(
+        group, {TopicPartition(unique_name, 0): OffsetAndMetadata(100, None, -1)}
+    )
+
+    dest = find(adapter.collect(), f"group/{group}")
+
+    assert dest.extra["out_of_range"] == [[unique_name, 0, 100, 0, 5]]
+    assert dest.lag == 0 and dest.extra["lag_seconds"]["max"] is None
+
+
+def test_requests_do_not_grow_with_the_number_of_groups(
+    adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
+) -> None:
+    create_topic(admin, unique_name)
+    produce(unique_name, 2)
+    tp = TopicPartition(unique_name, 0)
+    admin.alter_group_offsets(f"{unique_name}-g0", {tp: OffsetAndMetadata(2, None, -1)})
+    adapter.collect()
+    before = adapter.collect()
+    for i in range(1, 8):
+        admin.alter_group_offsets(f"{unique_name}-g{i}", {tp: OffsetAndMetadata(2, None, -1)})
+    adapter.collect()  # one batched FindCoordinator for the new groups
+    after = adapter.collect()
+
+    groups = [d for d in after.destinations if d.name.startswith(f"{unique_name}-g")]
+    assert len(groups) == 8
+    assert after.requests == before.requests
+    # Metadata, ListGroups per broker, ListOffsets x2 per leader, OffsetFetch and
+    # DescribeGroups per coordinator: nothing per group.
+    brokers = after.health.facts["brokers"]
+    assert after.requests <= 1 + brokers + 2 * brokers + 2 * brokers
+
+
+def test_a_topic_created_after_the_first_collection_is_collected(
+    adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
+) -> None:
+    adapter.collect()
+    create_topic(admin, unique_name, partitions=2)
+    produce(unique_name, 3, partition=1)
+
+    topic = find(adapter.collect(), f"topic/{unique_name}")
+
+    assert topic.extra["messages"] == 3
+    assert [r["last"] for r in topic.extra["partition_details"]] == [0, 3]

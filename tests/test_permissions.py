@@ -10,11 +10,14 @@ from channels.testing import WebsocketCommunicator
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from dashboard.asgi import application
-from dashboard.models import AuditEntry, Broker, Destination, Job
+from dashboard.models import AuditEntry, Broker, Destination, Job, OffsetReset, Search
+from tests.app_fixtures import closed_port
 
 pytestmark = pytest.mark.django_db
 
 JOB_ID = "0c4f6a8e-1d2b-4c3a-9e8f-7a6b5c4d3e2f"
+SEARCH_ID = "5b1d2c3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
+RESET_ID = "7e6d5c4b-3a29-4180-9f8e-7d6c5b4a3928"
 
 
 @pytest.fixture
@@ -33,6 +36,23 @@ def world(db):
         selection={"all": True},
         created_by="bob",
         state=Job.PREVIEW,
+    )
+    # A Kafka cluster nobody answers for: allowed calls fail at the broker, not at the door.
+    kafka = Broker.objects.create(
+        name="kfk", kind="kafka", options={"bootstrap_servers": f"127.0.0.1:{closed_port()}"}
+    )
+    Destination.objects.create(broker=kafka, kind="topic", key="topic/orders", name="orders")
+    Destination.objects.create(broker=kafka, kind="group", key="group/billing", name="billing")
+    Search.objects.create(
+        public_id=SEARCH_ID, broker=kafka, topic="orders", created_by="bob", state=Search.RUNNING
+    )
+    OffsetReset.objects.create(
+        public_id=RESET_ID,
+        broker=kafka,
+        group="billing",
+        spec={"to": "earliest"},
+        changes=[],
+        created_by="bob",
     )
     return broker
 
@@ -84,6 +104,39 @@ def test_permission_matrix(world, client_for, persona, url, needed):
             assert "login" in response["Location"]
 
 
+# Kafka reads: the cluster is down, so an allowed read may answer with the
+# broker's error (a page saying so, or 502 from the API), never 401 or 403.
+KAFKA_READS = [
+    ("/brokers/kfk/topics/orders/messages", "viewer"),
+    ("/brokers/kfk/topics/orders/body?partition=0&offset=0", "viewer"),
+    ("/brokers/kfk/topics/orders/search", "viewer"),
+    ("/brokers/kfk/topics/orders/tail", "viewer"),
+    (f"/searches/{SEARCH_ID}/", "viewer"),
+    ("/brokers/kfk/groups/billing/reset", "viewer"),
+    (f"/brokers/kfk/resets/{RESET_ID}/", "viewer"),
+    ("/brokers/kfk/dead-letters/", "viewer"),
+    ("/brokers/kfk/publish/?topic=orders", "viewer"),
+    ("/api/v1/brokers/kfk/topics/orders/messages", "viewer"),
+    (f"/api/v1/brokers/kfk/searches/{SEARCH_ID}", "viewer"),
+    ("/api/v1/brokers/kfk/groups/billing/reset", "viewer"),
+    (f"/api/v1/brokers/kfk/resets/{RESET_ID}", "viewer"),
+]
+
+
+@pytest.mark.parametrize("url,needed", KAFKA_READS)
+@pytest.mark.parametrize("persona", [None, "dave", "carol", "bob", "alice"])
+def test_permission_matrix_for_kafka_reads(world, client_for, persona, url, needed):
+    response = client_for(persona).get(url)
+    allowed = RANK[persona] >= NEEDED[needed]
+    if allowed:
+        assert response.status_code not in (301, 302, 401, 403), (url, response.status_code)
+        assert response.status_code < 500 or response.status_code == 502, response.content[:300]
+    elif persona is None:
+        assert response.status_code in (302, 401)
+    else:
+        assert response.status_code == 403
+
+
 # Every change, with the least role that may make it. The brokers here are
 # unreachable, so an allowed change fails at the broker, not at the door.
 WRITES = [
@@ -113,6 +166,22 @@ WRITES = [
     (
         "/api/v1/brokers/rabbit/publish",
         {"json": {"exchange": "", "routing_key": "orders", "body": "hi"}},
+        "operator",
+    ),
+    ("/brokers/kfk/dead-letters/headers", {}, "viewer"),
+    ("/brokers/kfk/dead-letters/scan", {"queue": "topic/orders"}, "viewer"),
+    ("/brokers/kfk/dead-letters/act", {"queue": "topic/orders", "action": "replay"}, "operator"),
+    ("/brokers/kfk/publish/", {"topic": "orders", "body": "hi"}, "operator"),
+    ("/brokers/kfk/topics/orders/search", {"body": "x"}, "viewer"),
+    ("/api/v1/brokers/kfk/topics/orders/searches", {"json": {"body": "x"}}, "viewer"),
+    (f"/searches/{SEARCH_ID}/cancel", {}, "operator"),  # or whoever started it
+    ("/brokers/kfk/groups/billing/reset", {"to": "earliest"}, "operator"),
+    (f"/brokers/kfk/resets/{RESET_ID}/apply", {}, "operator"),
+    ("/api/v1/brokers/kfk/groups/billing/reset", {"json": {"to": "earliest"}}, "operator"),
+    (f"/api/v1/brokers/kfk/resets/{RESET_ID}/undo", {}, "operator"),
+    (
+        "/api/v1/jobs",
+        {"json": {"broker": "kfk", "action": "replay", "source": "topic/orders"}},
         "operator",
     ),
 ]
@@ -216,6 +285,38 @@ def test_every_dashboard_route_is_in_the_matrix():
         "api/v1/jobs",
         "api/v1/jobs/<str:job_id>",
         "api/v1/jobs/<str:job_id>/<str:verb>",
+        "brokers/<str:name>/dead-letters/headers",
+        "brokers/<str:name>/topics/<str:topic>/messages",
+        "brokers/<str:name>/topics/<str:topic>/search",
+        "brokers/<str:name>/topics/<str:topic>/body",
+        "brokers/<str:name>/topics/<str:topic>/tail",
+        "brokers/<str:name>/groups/<path:group>/reset",
+        "brokers/<str:name>/resets/<str:reset_id>/",
+        "brokers/<str:name>/resets/<str:reset_id>/<str:verb>",
+        "searches/<str:search_id>/",
+        "searches/<str:search_id>/cancel",
+        "api/v1/brokers/<str:name>/topics/<str:topic>/messages",
+        "api/v1/brokers/<str:name>/topics/<str:topic>/searches",
+        "api/v1/brokers/<str:name>/searches/<str:search_id>",
+        "api/v1/brokers/<str:name>/groups/<path:group>/reset",
+        "api/v1/brokers/<str:name>/resets/<str:reset_id>",
+        "api/v1/brokers/<str:name>/resets/<str:reset_id>/<str:verb>",
+        "brokers/<str:name>/nats/connections/",
+        "api/v1/brokers/<str:name>/nats/connections",
+        "brokers/<str:name>/streams/<str:stream>/messages",
+        "brokers/<str:name>/nats/publish/",
+        "brokers/<str:name>/nats/request/",
+        "brokers/<str:name>/nats/tail/",
+        "brokers/<str:name>/nats/dead-letters/",
+        "brokers/<str:name>/nats/dead-letters/act",
+        "brokers/<str:name>/nats/dead-letters/capture",
+        "api/v1/brokers/<str:name>/nats/dead-letters",
+        # NATS messages: NATS_READS and NATS_WRITES below.
+        "brokers/<str:name>/streams/<str:stream>/body",
+        "api/v1/brokers/<str:name>/streams/<str:stream>/messages",
+        "api/v1/brokers/<str:name>/streams/<str:stream>/messages/<int:seq>",
+        "api/v1/brokers/<str:name>/nats/publish",
+        "api/v1/brokers/<str:name>/nats/request",
     }
     ours = {r for r in _routes(get_resolver()) if not r.startswith("admin/")}
     assert ours == covered, "a new route needs a row in READS or WRITES"
@@ -230,7 +331,7 @@ def test_bearer_token_reads_the_api_and_a_bad_one_is_refused(world, token_for, c
     token = token_for("carol")
     ok = client.get("/api/v1/brokers", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert ok.status_code == 200
-    assert [b["name"] for b in ok.json()["brokers"]] == ["rabbit"]
+    assert [b["name"] for b in ok.json()["brokers"]] == ["kfk", "rabbit"]
     bad = client.get("/api/v1/brokers", HTTP_AUTHORIZATION="Bearer slc_not-a-token")
     assert bad.status_code == 401
     # A token does not open admin-only exports for a viewer.
@@ -313,3 +414,79 @@ def test_websocket_needs_a_user_with_a_role(world, personas, persona, allowed):
 def test_websocket_refuses_an_unknown_view(world, personas):
     connected, code = _ws_connect(personas["carol"], view="nonsense")
     assert connected is False
+
+
+# NATS messages. The server is down: an allowed call fails at the broker
+# (a page saying so, or 502 from the API), never at the door.
+@pytest.fixture
+def nats_world(world):
+    return Broker.objects.create(
+        name="nts",
+        kind="nats",
+        options={
+            "url": f"nats://127.0.0.1:{closed_port()}",
+            "monitoring_url": "http://127.0.0.1:1",
+        },
+    )
+
+
+NATS_READS = [
+    ("/brokers/nts/streams/orders/messages", "viewer"),
+    ("/brokers/nts/streams/orders/body?seq=1", "viewer"),
+    ("/brokers/nts/nats/tail/?subject=orders.%3E", "viewer"),
+    ("/brokers/nts/nats/publish/", "viewer"),  # the form; sending is a write
+    ("/brokers/nts/nats/request/", "viewer"),
+    ("/api/v1/brokers/nts/streams/orders/messages", "viewer"),
+    ("/api/v1/brokers/nts/streams/orders/messages/1", "viewer"),
+    ("/brokers/nts/nats/dead-letters/", "viewer"),
+    ("/api/v1/brokers/nts/nats/dead-letters", "viewer"),
+    ("/brokers/nts/nats/connections/", "viewer"),
+    ("/api/v1/brokers/nts/nats/connections", "viewer"),
+]
+NATS_WRITES = [
+    ("/brokers/nts/nats/publish/", {"subject": "orders.x", "body": "hi"}, "operator"),
+    ("/brokers/nts/nats/request/", {"subject": "svc.x", "body": "hi"}, "operator"),
+    ("/api/v1/brokers/nts/nats/publish", {"json": {"subject": "orders.x"}}, "operator"),
+    ("/api/v1/brokers/nts/nats/request", {"json": {"subject": "svc.x"}}, "operator"),
+    ("/brokers/nts/nats/dead-letters/act", {"source": "advisories/X", "select": "all"}, "operator"),
+    ("/brokers/nts/nats/dead-letters/capture", {}, "admin"),
+]
+
+
+@pytest.mark.parametrize("url,needed", NATS_READS)
+@pytest.mark.parametrize("persona", [None, "dave", "carol", "bob", "alice"])
+def test_permission_matrix_for_nats_reads(nats_world, client_for, persona, url, needed, settings):
+    settings.SLUICE_BROKER_TIMEOUT = 1
+    response = client_for(persona).get(url)
+    if RANK[persona] >= NEEDED[needed]:
+        assert response.status_code not in (301, 302, 401, 403), (url, response.status_code)
+        assert response.status_code < 500 or response.status_code == 502, response.content[:300]
+    elif persona is None:
+        assert response.status_code in (302, 401)
+    else:
+        assert response.status_code == 403
+
+
+@pytest.mark.parametrize("url,data,needed", NATS_WRITES)
+@pytest.mark.parametrize("persona", [None, "dave", "carol", "bob", "alice"])
+def test_permission_matrix_for_nats_changes(
+    nats_world, client_for, persona, url, data, needed, settings
+):
+    settings.SLUICE_BROKER_TIMEOUT = 1
+    response = csrf_post(client_for(persona), url, data)
+    if RANK[persona] >= NEEDED[needed]:
+        assert response.status_code not in (401, 403), response.content[:300]
+    elif persona is None:
+        assert response.status_code in (302, 401)
+    else:
+        assert response.status_code == 403, (url, response.status_code)
+
+
+@pytest.mark.parametrize("url,data,needed", NATS_WRITES)
+def test_nats_changes_need_a_csrf_token(nats_world, client_for, url, data, needed):
+    client = client_for("alice")
+    if "json" in data:
+        response = client.post(url, data=json.dumps(data["json"]), content_type="application/json")
+    else:
+        response = client.post(url, data)
+    assert response.status_code == 403

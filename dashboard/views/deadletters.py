@@ -8,24 +8,22 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages as flash
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from kafka import KafkaConsumer
 
 from brokers.base import BrokerError
-from dashboard import deadletters, jobservice, messageview
+from brokers.kafka_transfer import log_range, newest_headers
+from brokers.kafka_transfer import peek as peek_log
+from dashboard import deadletters, jobservice, kafka_jobs, messageview
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
-from dashboard.models import DeadLetterScan, Job
+from dashboard.collector import adapter_for
+from dashboard.models import DeadLetterScan, Destination, Job
 from dashboard.views.messages import find, peek
 from dashboard.views.pages import get_broker_or_404
-
-
-def _latest_scans(broker: Any) -> dict[str, DeadLetterScan]:
-    scans: dict[str, DeadLetterScan] = {}
-    for scan in DeadLetterScan.objects.filter(broker=broker).order_by("-at")[:500]:
-        scans.setdefault(scan.queue, scan)
-    return scans
 
 
 @require_GET
@@ -36,9 +34,9 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
     if by not in (*deadletters.GROUPS, "header"):
         by = "reason"
     header = request.GET.get("header", "").strip()[:128]
-    scans = _latest_scans(broker)
+    scans = deadletters.latest_scans(broker)
     rows = []
-    for found in deadletters.find_dlqs(broker):
+    for found in deadletters.find_dlqs(broker, scans):
         queue = found["queue"]
         scan = scans.get(queue.key)
         msgs = scan.messages if scan else []
@@ -57,12 +55,20 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
     current = next(
         (r for r in rows if r["queue"].key == selected), rows[0] if len(rows) == 1 else None
     )
+    if broker.kind == "kafka":
+        for r in rows:
+            r["records"] = ((r["queue"].details or {}).get("extra") or {}).get("messages")
     ctx = {
         "broker": broker,
+        "kafka": broker.kind == "kafka",
+        "kafka_patterns": deadletters.kafka_patterns(),
+        "origin_headers": deadletters.origin_headers(),
         "rows": rows,
         "by": by,
         "header": header,
-        "group_names": deadletters.GROUPS,
+        "group_names": deadletters.GROUPS
+        if broker.kind != "kafka"
+        else {"reason": "reason", "queue": "original topic", "routing_key": "key"},
         "current": current,
         "patterns": deadletters.patterns(),
         "jobs": Job.objects.filter(broker=broker).exclude(state=Job.PREVIEW)[:10],
@@ -77,6 +83,8 @@ def scan(request: HttpRequest, name: str) -> HttpResponse:
     """Look at a dead-letter queue's head and keep a summary for grouping and picking."""
     broker = get_broker_or_404(name)
     key = request.POST.get("queue", "")
+    if broker.kind == "kafka":
+        return _scan_topic(request, broker, key)
     try:
         dest = jobservice.source_of(broker, key)
     except jobservice.Invalid as exc:
@@ -100,6 +108,74 @@ def scan(request: HttpRequest, name: str) -> HttpResponse:
         messages=[deadletters.summary(m) for m in got],
     )
     return redirect(f"{reverse('dashboard:deadletters', args=[broker.name])}?queue={key}")
+
+
+def _scan_topic(request: HttpRequest, broker: Any, key: str) -> HttpResponse:
+    """Read the newest records of a Kafka topic: a log is read without side effects."""
+    back = f"{reverse('dashboard:deadletters', args=[broker.name])}?queue={key}"
+    try:
+        dest = kafka_jobs.topic_of(broker, key)
+        adapter = adapter_for(broker)
+        consumer = adapter.client(KafkaConsumer, group_id=None, enable_auto_commit=False)  # type: ignore[attr-defined]
+        try:
+            ranges = log_range(consumer, dest.name)
+        finally:
+            consumer.close()
+        per = max(1, settings.SLUICE_PEEK_LIMIT // max(1, len(ranges)))
+        newest = {p: (max(lo, hi - per), hi) for p, (lo, hi) in ranges.items()}
+        got = peek_log(adapter, dest.name, newest, settings.SLUICE_PEEK_LIMIT)
+    except (kafka_jobs.Invalid, BrokerError) as exc:
+        flash.error(request, f"Could not read {key.removeprefix('topic/')}: {exc}")
+        return redirect(back)
+    DeadLetterScan.objects.create(
+        broker=broker,
+        queue=dest.key,
+        by=request.user.get_username(),
+        length=sum(hi - lo for lo, hi in ranges.values()),
+        messages=[deadletters.summary(m) for m in got],
+    )
+    return redirect(back)
+
+
+@require_POST
+@require_role(VIEWER)
+def check_headers(request: HttpRequest, name: str) -> HttpResponse:
+    """Look at the newest record of every Kafka topic for an origin-topic header."""
+    broker = get_broker_or_404(name)
+    back = redirect("dashboard:deadletters", name=broker.name)
+    if broker.kind != "kafka":
+        flash.error(request, "Header checks are for Kafka topics.")
+        return back
+    names = list(
+        Destination.objects.filter(broker=broker, kind="topic", gone_since__isnull=True)
+        .order_by("name")
+        .values_list("name", flat=True)[:2000]
+    )
+    try:
+        found = newest_headers(adapter_for(broker), names, deadletters.origin_headers())
+    except BrokerError as exc:
+        flash.error(request, f"Could not check the topics: {exc}")
+        return back
+    cache.set(deadletters.header_check_key(broker), found, 24 * 3600)
+    flash.info(
+        request,
+        f"Checked the newest records of {len(names)} topics: {len(found)} carry an origin header.",
+    )
+    return back
+
+
+def _kafka_ranges(post: Any) -> list[dict[str, int]]:
+    """One partition's offset range from the form (offsets inclusive), or none."""
+    if post.get("r_partition", "") == "":
+        return []
+    try:
+        item = {"partition": int(post["r_partition"])}
+        for field in ("from", "to"):
+            if post.get(f"r_{field}", "") != "":
+                item[field] = int(post[f"r_{field}"])
+    except ValueError:
+        raise jobservice.Invalid("partition and offsets must be whole numbers") from None
+    return [item]
 
 
 def _selection(post: Any) -> dict[str, Any]:
@@ -143,7 +219,11 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
         }
         if post.get("rate"):
             data["rate"] = float(post["rate"])
-        if data["action"] == "move":
+        if broker.kind == "kafka":
+            data["ranges"] = _kafka_ranges(post)
+            if post.get("to_topic"):
+                data["destination"] = post["to_topic"]
+        elif data["action"] == "move":
             if post.get("to_queue"):
                 data["destination"] = {"queue": post["to_queue"]}
             else:

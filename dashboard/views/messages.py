@@ -264,6 +264,14 @@ def _routes(
 @require_role(VIEWER)
 def publish(request: HttpRequest, name: str) -> HttpResponse:
     broker = get_broker_or_404(name)
+    if broker.kind == "kafka":
+        from dashboard.views import kafka_publish
+
+        return kafka_publish.publish(request, broker)
+    if broker.kind == "nats":
+        from dashboard.views import nats_publish
+
+        return nats_publish.publish(request, name)
     topo = broker.topology or {}
     vhosts = (
         topo.get("vhosts")
@@ -311,6 +319,14 @@ def api_publish(request: HttpRequest, name: str) -> JsonResponse:
     broker = Broker.objects.filter(name=name).first()
     if broker is None:
         return JsonResponse({"error": f"No broker named {name!r}."}, status=404)
+    if broker.kind == "kafka":
+        from dashboard.views import kafka_publish
+
+        return kafka_publish.api_publish(request, broker)
+    if broker.kind == "nats":
+        from dashboard.views import nats_publish
+
+        return nats_publish.api_publish(request, name)
     try:
         data = json.loads(request.body or b"{}")
         if not isinstance(data, dict):

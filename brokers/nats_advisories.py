@@ -1,0 +1,188 @@
+"""JetStream dead letters: the stream that captures advisories, and the advisories it holds.
+
+Talks to: one NATS server's client port, through `brokers.nats_pipeline.DeadLetterClient`
+(a `NatsClient` that reads and publishes many messages at once).
+
+JetStream has no dead-letter queue. When a message reaches a consumer's max
+deliveries, or a client terminates it (AckTerm), the server publishes an
+advisory on `$JS.EVENT.ADVISORY.CONSUMER.{MAX_DELIVERIES,MSG_TERMINATED}.<stream>.<consumer>`:
+a pointer (stream, sequence), not a copy, and only if something listens at
+that moment. A stream on those subjects (the capture stream) is a listener
+that never goes away: the server stores every advisory even while all of
+Sluice is down. The message itself stays in its stream until it is deleted or
+the stream's limits remove it; it is read by sequence (direct get, else
+STREAM.MSG.GET), never through a consumer, which would move a consumer's
+state or be refused on a work-queue stream.
+
+Cannot:
+    - see advisories of other accounts: the server publishes them in the
+      account of the stream, and the capture stream lives in ours;
+    - show a message its stream no longer holds (advisories carry no payload).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from brokers.base import BrokerError
+from brokers.nats_client import JetStreamOff, Missing, StoredMsg
+from brokers.nats_pipeline import DeadLetterClient, StreamInfo, unix
+
+CAPTURE_SUBJECTS = (
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
+    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
+)
+MAX_DELIVERIES = "io.nats.jetstream.advisory.v1.max_deliver"
+TERMINATED = "io.nats.jetstream.advisory.v1.terminated"
+
+
+@dataclass(frozen=True)
+class Advisory:
+    """A dead-letter advisory as the capture stream stored it."""
+
+    seq: int  # its sequence in the capture stream
+    kind: str  # "max_deliveries" or "terminated"
+    stream: str  # where the message is
+    consumer: str  # who gave up on it
+    stream_seq: int  # the message's sequence in `stream`
+    deliveries: int
+    reason: str  # the client's AckTerm reason, "" when none was given
+    time: float | None  # Unix seconds
+    id: str = ""
+
+    @property
+    def why(self) -> str:
+        """The reason as shown and grouped: "max deliveries", "terminated: <reason>"."""
+        if self.kind == "max_deliveries":
+            return "max deliveries"
+        return f"terminated: {self.reason}" if self.reason else "terminated"
+
+
+@dataclass(frozen=True)
+class CaptureStatus:
+    """Whether advisories are being captured, and if not, why."""
+
+    # "ok", "created", "adopted" (another stream captures them), "missing"
+    # (and not to be created), "refused", "no-jetstream", "unreachable"
+    state: str
+    stream: str
+    detail: str = ""
+    info: StreamInfo | None = None
+
+    @property
+    def capturing(self) -> bool:
+        return self.state in ("ok", "created", "adopted")
+
+
+def parse_advisory(msg: StoredMsg) -> Advisory | None:
+    """The dead-letter advisory `msg` holds; None for anything else."""
+    try:
+        body = json.loads(msg.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict) or body.get("type") not in (MAX_DELIVERIES, TERMINATED):
+        return None
+    try:
+        return Advisory(
+            seq=msg.seq,
+            kind="max_deliveries" if body["type"] == MAX_DELIVERIES else "terminated",
+            stream=str(body["stream"]),
+            consumer=str(body.get("consumer", "")),
+            stream_seq=int(body["stream_seq"]),
+            deliveries=int(body.get("deliveries", 0)),
+            reason=str(body.get("reason", "")),
+            time=unix(body.get("timestamp")) or (msg.time.timestamp() if msg.time else None),
+            id=str(body.get("id", "")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def capture_config(name: str, max_age_days: int, max_bytes: int) -> dict[str, Any]:
+    """The capture stream: advisories kept `max_age_days` or up to `max_bytes`, oldest dropped."""
+    return {
+        "name": name,
+        "description": "Dead-letter advisories captured for Sluice",
+        "subjects": list(CAPTURE_SUBJECTS),
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "max_age": max_age_days * 86400 * 10**9,
+        "max_bytes": max_bytes,
+        "max_msgs": -1,
+        "max_consumers": -1,
+        "num_replicas": 1,
+        "allow_direct": True,
+    }
+
+
+def manual_command(name: str, max_age_days: int, max_bytes: int) -> str:
+    """The `nats` CLI command that creates the same capture stream by hand."""
+    subjects = " ".join(f"--subjects '{s}'" for s in CAPTURE_SUBJECTS)
+    return (
+        f"nats stream add {name} {subjects} --storage file --retention limits "
+        f"--discard old --max-age {max_age_days}d --max-bytes {max_bytes} "
+        "--replicas 1 --allow-direct --defaults"
+    )
+
+
+# -- the capture stream ---------------------------------------------------------
+
+
+def ensure_capture(
+    client: DeadLetterClient,
+    name: str,
+    create: bool,
+    max_age_days: int = 30,
+    max_bytes: int = 256 * 1024 * 1024,
+) -> CaptureStatus:
+    """Check that advisories are captured, creating the stream `name` if allowed and missing.
+
+    Costs one request when the stream is there (STREAM.INFO), two or three when
+    it is not. Another stream already taking the advisory subjects (made by
+    hand under another name) is used as it is: two streams cannot share them.
+    """
+    try:
+        try:
+            info = client.info(name, fresh=True)
+        except Missing:
+            pass
+        else:
+            missing = [s for s in CAPTURE_SUBJECTS if s not in info.subjects]
+            if missing:
+                taken = ", ".join(missing)
+                return CaptureStatus(
+                    "refused", name, f"stream {name!r} exists but does not take {taken}", info
+                )
+            return CaptureStatus("ok", name, "", info)
+        other = [s for s in client.streams_for(CAPTURE_SUBJECTS[0]) if s != name]
+        if other:
+            info = client.info(other[0], fresh=True)
+            return CaptureStatus(
+                "adopted", info.name, f"advisories are captured by stream {info.name!r}", info
+            )
+        if not create:
+            return CaptureStatus("missing", name, "no stream captures the dead-letter advisories")
+        return CaptureStatus(
+            "created", name, "", client.add_stream(capture_config(name, max_age_days, max_bytes))
+        )
+    except JetStreamOff as exc:
+        return CaptureStatus("no-jetstream", name, exc.message)
+    except BrokerError as exc:
+        refused = exc.message.startswith(("JetStream refused", "the server refused"))
+        return CaptureStatus("refused" if refused else "unreachable", name, exc.message)
+
+
+def newest_advisories(
+    client: DeadLetterClient, capture: str, limit: int
+) -> tuple[list[Advisory], StreamInfo]:
+    """The newest `limit` dead-letter advisories of the capture stream, oldest first."""
+    info = client.info(capture, fresh=True)
+    if info.messages == 0:
+        return [], info
+    start = max(info.first_seq, info.last_seq - limit + 1)
+    stored, _ = client.read(capture, start, limit, end=info.last_seq + 1)
+    advisories = [a for a in (parse_advisory(m) for m in stored) if a is not None]
+    return advisories, info

@@ -1,0 +1,32 @@
+"""A `NatsClient` for a Broker row: its options with `${VAR}`s expanded, Sluice's timeout.
+
+One client per use (a page, a request, a tail): connecting takes a
+round trip, and a client of its own is closed with certainty when the
+use ends. `brokers.nats_client` knows nothing of Django; this is the bridge.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from brokers.base import BrokerError
+from brokers.nats_client import NatsClient
+from dashboard.config import expand_options
+from dashboard.models import Broker
+
+
+def nats_client(broker: Broker, name: str = "sluice", ping_interval: int = 20) -> NatsClient:
+    """A connected client for `broker` (a NATS one); BrokerError if it cannot be made."""
+    if broker.kind != "nats":
+        raise BrokerError(f"{broker.name} is not a NATS broker", retryable=False)
+    try:
+        options = expand_options(broker.options, broker.name)
+    except ImproperlyConfigured as exc:  # a ${VAR} that is not set
+        raise BrokerError(str(exc), retryable=False) from None
+    return NatsClient(
+        options,
+        timeout=settings.SLUICE_BROKER_TIMEOUT,
+        name=name,
+        ping_interval=ping_interval,
+    )

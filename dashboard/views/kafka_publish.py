@@ -1,0 +1,152 @@
+"""Publishing one message to a Kafka topic: the page and the API.
+
+`dashboard.views.messages.publish` and `api_publish` hand Kafka brokers over to
+here, so the URLs, roles (operator to send) and audit records ("message.publish")
+are RabbitMQ's. Nothing is sent unless every check passes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from brokers.base import BrokerError
+from brokers.kafka_messages import NotFound, Rejected
+from brokers.kafka_publish import produce
+from dashboard.auth import OPERATOR, audit, forbidden, has_role
+from dashboard.kafka_search import TOPIC_NAME, kafka_adapter
+from dashboard.models import Broker, Destination
+from dashboard.views.api import error
+from dashboard.views.messages import MAX_BODY, parse_body
+from dashboard.views.params import BadInput
+
+
+def parse_kafka_headers(raw: Any) -> list[tuple[str, bytes]]:
+    """Headers from a JSON object {name: text} or a list of [name, text] pairs (names may repeat)."""
+    if isinstance(raw, str):
+        if not raw.strip():
+            return []
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise BadInput(f"headers must be JSON: {exc}") from None
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    if raw is None:
+        return []
+    if not isinstance(raw, (dict, list)):
+        raise BadInput('headers must be a JSON object {"name": "value"} or a list of pairs')
+    out = []
+    for pair in pairs:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise BadInput("each header must be a [name, value] pair")
+        name, value = pair
+        if not isinstance(name, str) or not name:
+            raise BadInput("header names must be non-empty text")
+        if not isinstance(value, str):
+            raise BadInput(f"header {name!r} must have a text value")
+        out.append((name, value.encode("utf-8")))
+    return out
+
+
+def _partition_choice(raw: Any) -> int | None:
+    if raw in (None, "", "auto"):
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise BadInput("partition must be a whole number, or empty to let the key choose") from None
+    if value < 0:
+        raise BadInput("partition must be 0 or more")
+    return value
+
+
+def send(user: Any, broker: Broker, data: Any) -> dict[str, Any]:
+    """Check a publish request, produce it with acks=all, audit it; where it landed."""
+    topic = str(data.get("topic") or "").strip()
+    if not TOPIC_NAME.fullmatch(topic):
+        raise BadInput("topic must be a Kafka topic name (letters, digits, . _ -)")
+    value = parse_body(str(data.get("body_kind") or "text"), str(data.get("body") or ""))
+    if len(value) > MAX_BODY:
+        raise BadInput(f"the body is {len(value):,} bytes; the limit here is {MAX_BODY:,}")
+    key_text = data.get("key")
+    key = str(key_text).encode("utf-8") if key_text not in (None, "") else None
+    headers = parse_kafka_headers(data.get("headers"))
+    partition = _partition_choice(data.get("partition"))
+    where = f"topic/{topic}"
+    try:
+        produced = produce(kafka_adapter(broker), topic, value, key, headers, partition)
+    except BrokerError as exc:
+        audit(
+            user,
+            "message.publish",
+            broker=broker.name,
+            destination=where,
+            count=1,
+            result="failed",
+            error=str(exc),
+            size=len(value),
+        )
+        raise
+    audit(
+        user,
+        "message.publish",
+        broker=broker.name,
+        destination=where,
+        count=1,
+        partition=produced.partition,
+        offset=produced.offset,
+        key=key_text or None,
+        size=len(value),
+    )
+    return {
+        "confirmed": True,
+        "routed": True,
+        "topic": produced.topic,
+        "partition": produced.partition,
+        "offset": produced.offset,
+        "timestamp": produced.timestamp,
+    }
+
+
+def publish(request: HttpRequest, broker: Broker) -> HttpResponse:
+    """The publish page of a Kafka broker (reached through messages.publish)."""
+    data = request.POST if request.method == "POST" else request.GET
+    topics = list(
+        Destination.objects.filter(broker=broker, kind="topic", gone_since__isnull=True)
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    ctx: dict[str, Any] = {"broker": broker, "form": data, "topics": topics}
+    status = 200
+    if request.method == "POST":
+        if not has_role(request.user, OPERATOR):
+            return forbidden(request, OPERATOR)
+        try:
+            ctx["result"] = send(request.user, broker, data)
+        except (BadInput, ValueError) as exc:
+            ctx["error"], status = str(exc), 400
+        except Rejected as exc:
+            ctx["error"], status = f"Not sent: {exc}", 400
+        except BrokerError as exc:
+            ctx["error"], status = f"The broker refused: {exc}", 502
+    return render(request, "dashboard/kafka/publish.html", ctx, status=status)
+
+
+def api_publish(request: HttpRequest, broker: Broker) -> JsonResponse:
+    """POST {"topic", "key", "headers", "partition", "body", "body_kind"} (via messages.api_publish)."""
+    try:
+        data = json.loads(request.body or b"{}")
+        if not isinstance(data, dict):
+            raise BadInput("the body must be a JSON object")
+        return JsonResponse(send(request.user, broker, data))
+    except NotFound as exc:
+        return error(str(exc), 404)
+    except Rejected as exc:
+        return error(str(exc), 400)
+    except ValueError as exc:  # BadInput, a bad body, JSON that does not parse
+        return error(str(exc), 400)
+    except BrokerError as exc:
+        return error(str(exc), 502)

@@ -1,0 +1,304 @@
+"""The NATS dead-letters page: captured advisories with their messages, dead-letter streams, replay.
+
+Reading is open to viewers and changes nothing: advisories come from the
+capture stream and each message from its stream by sequence (direct get),
+never through a consumer. Replay starts as a dry run through the job engine,
+like RabbitMQ and Kafka replays (dashboard.nats_jobs).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages as flash
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from brokers.base import BrokerError
+from brokers.nats_advisories import CaptureStatus, ensure_capture, newest_advisories
+from brokers.nats_client import Missing
+from brokers.nats_transfer import as_message, dead_letter
+from dashboard import jobservice
+from dashboard import nats_deadletters as dl
+from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
+from dashboard.models import Broker, Job
+from dashboard.views.api import error
+from dashboard.views.pages import get_broker_or_404
+
+# Advisory filters in the page's query string: parameter -> advisory field.
+ADVISORY_FILTERS = {"s": "stream", "c": "consumer", "r": "reason"}
+
+
+def get_nats_broker_or_404(name: str) -> Broker:
+    broker = get_broker_or_404(name)
+    if broker.kind != "nats":
+        raise Http404("Dead letters of this kind are on the broker's dead-letters page.")
+    return broker
+
+
+def _when(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts else None
+
+
+def look(broker: Broker, query: Any) -> dict[str, Any]:
+    """What the page and the API show: capture state, groups, one page of dead letters, DLQ streams."""
+    capture_name = settings.SLUICE_NATS_CAPTURE_STREAM
+    wanted = {f: str(query.get(p, ""))[:256] for p, f in ADVISORY_FILTERS.items() if query.get(p)}
+    dlq = str(query.get("dlq", ""))[:256]
+    out: dict[str, Any] = {
+        "capture": CaptureStatus("unreachable", capture_name),
+        "error": "",
+        "groups": [],
+        "rows": [],
+        "page": None,
+        "looked_at": 0,
+        "wanted": wanted,
+        "dlq": None,
+    }
+    try:
+        with dl.client_for(broker) as client:
+            status = ensure_capture(client, capture_name, create=False)
+            out["capture"] = status
+            if status.capturing:
+                advisories, info = newest_advisories(
+                    client, status.stream, settings.SLUICE_PEEK_LIMIT
+                )
+                out["capture"] = CaptureStatus(status.state, status.stream, status.detail, info)
+                out["looked_at"] = len(advisories)
+                out["groups"] = dl.groups(
+                    [
+                        {"stream": a.stream, "consumer": a.consumer, "reason": a.why}
+                        for a in advisories
+                    ],
+                    ("stream", "consumer", "reason"),
+                )
+                chosen = [
+                    a
+                    for a in reversed(advisories)
+                    if all(
+                        (a.why if f == "reason" else getattr(a, f)) == v for f, v in wanted.items()
+                    )
+                ]
+                page = Paginator(chosen, settings.SLUICE_PAGE_SIZE).get_page(query.get("page"))
+                out["page"] = page
+                shown = list(page.object_list)
+                by_stream: dict[str, list[int]] = {}
+                for a in shown:
+                    by_stream.setdefault(a.stream, []).append(a.stream_seq)
+                found = {s: client.get_each(s, seqs) for s, seqs in by_stream.items()}
+                out["rows"] = [
+                    {**dl.row(dead_letter(a, found[a.stream].get(a.stream_seq))), "advisory": a.seq}
+                    for a in shown
+                ]
+            capture = out["capture"].stream
+            if dlq and dlq != capture:
+                try:
+                    out["dlq"] = _dead_letter_stream(client, dlq)
+                except Missing:
+                    out["dlq"] = {"name": dlq, "error": f"there is no stream {dlq!r}"}
+    except BrokerError as exc:
+        out["error"] = exc.message
+    return out
+
+
+def _dead_letter_stream(client: Any, name: str) -> dict[str, Any]:
+    """The newest messages of a dead-letter stream, with groups by subject, origin and reason."""
+    info = client.info(name, fresh=True)
+    limit = settings.SLUICE_PEEK_LIMIT
+    start = max(info.first_seq, info.last_seq - limit + 1)
+    stored, _ = client.read(name, start, limit, end=info.last_seq + 1) if info.messages else ([], 0)
+    rows = [dl.row(as_message(m, m.seq)) for m in reversed(stored)]
+    return {
+        "name": name,
+        "info": info,
+        "rows": rows[: settings.SLUICE_PAGE_SIZE],
+        "looked_at": len(rows),
+        "groups": dl.groups(rows, ("origin", "subject", "reason")),
+    }
+
+
+def _capture_context(broker: Broker, status: CaptureStatus) -> dict[str, Any]:
+    return {
+        "status": status,
+        "info": status.info,
+        "last_check": dl.last_check(broker),
+        "allowed": settings.SLUICE_NATS_CAPTURE_ADVISORIES,
+        "how_to": dl.how_to_create(),
+        "every": settings.SLUICE_NATS_CAPTURE_CHECK_MINUTES,
+        "keep_days": status.info.max_age / 86400 if status.info and status.info.max_age else None,
+        "first": _when(status.info.first_ts) if status.info else None,
+        "last": _when(status.info.last_ts) if status.info else None,
+    }
+
+
+@require_GET
+@require_role(VIEWER)
+def index(request: HttpRequest, name: str) -> HttpResponse:
+    broker = get_nats_broker_or_404(name)
+    seen = look(broker, request.GET)
+    capture = seen["capture"]
+    keep = {p: request.GET[p] for p in (*ADVISORY_FILTERS, "dlq") if request.GET.get(p)}
+    ctx = {
+        "broker": broker,
+        **seen,
+        "capture_ctx": _capture_context(broker, capture),
+        "source": f"advisories/{capture.stream}",
+        "dlqs": dl.dead_letter_streams(broker, capture.stream),
+        "patterns": dl.patterns(),
+        "querystring": urlencode(keep),
+        "peek_limit": settings.SLUICE_PEEK_LIMIT,
+        "jobs": Job.objects.filter(broker=broker).exclude(state=Job.PREVIEW)[:10],
+    }
+    ctx["group_links"] = [
+        (values, n, urlencode(dict(zip(ADVISORY_FILTERS, values, strict=True))))
+        for values, n in seen["groups"]
+    ]
+    return render(request, "dashboard/nats/deadletters.html", ctx)
+
+
+def _selection(post: Any) -> dict[str, Any]:
+    how = post.get("select", "all")
+    if how == "ids":
+        return {"ids": post.getlist("id")}
+    if how == "filter":
+        rule: dict[str, Any] = {}
+        for field in ("stream", "consumer", "reason", "subject", "body_contains"):
+            if post.get(f"f_{field}"):
+                rule[field] = post[f"f_{field}"]
+        if post.get("f_header_name"):
+            rule["header"] = {
+                "name": post["f_header_name"],
+                "value": post.get("f_header_value", ""),
+            }
+        return {"filter": rule}
+    return {"all": True}
+
+
+@require_POST
+@require_role(OPERATOR)
+def act(request: HttpRequest, name: str) -> HttpResponse:
+    """Every replay starts as a dry run; its page asks for confirmation."""
+    broker = get_nats_broker_or_404(name)
+    post = request.POST
+    back = reverse("dashboard:nats-deadletters", args=[broker.name])
+    try:
+        data: dict[str, Any] = {
+            "action": post.get("action", "replay"),
+            "source": post.get("source"),
+            "selection": _selection(post),
+            "dry_run": True,
+            "batch_size": int(post.get("batch_size") or 1000),
+            "delete_original": post.get("delete_original") == "on",
+        }
+        if post.get("rate"):
+            data["rate"] = float(post["rate"])
+        if post.get("to_subject", "").strip():
+            data["destination"] = post["to_subject"].strip()
+        job = jobservice.create(request.user, broker, data)
+    except (jobservice.Invalid, ValueError) as exc:
+        flash.error(request, str(exc))
+        source = str(post.get("source", ""))
+        return redirect(f"{back}?dlq={source[7:]}" if source.startswith("stream/") else back)
+    return redirect("dashboard:job-detail", job_id=job.public_id)
+
+
+@require_POST
+@require_role(ADMIN)
+def capture(request: HttpRequest, name: str) -> HttpResponse:
+    """Check the capture stream now, creating it if Sluice may."""
+    broker = get_nats_broker_or_404(name)
+    status = dl.check_capture(broker)
+    audit(
+        request.user,
+        "nats.capture.check",
+        broker=broker.name,
+        destination=f"stream/{status.stream}",
+        result=status.state,
+        detail_text=status.detail,
+    )
+    if status.capturing:
+        done = "created" if status.state == "created" else "in place"
+        flash.info(request, f"The capture stream {status.stream} is {done}.")
+    else:
+        flash.error(request, f"Advisories are not captured: {status.detail}")
+    return redirect("dashboard:nats-deadletters", name=broker.name)
+
+
+# -- JSON -------------------------------------------------------------------------
+
+
+def _info_json(info: Any) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    return {
+        "name": info.name,
+        "messages": info.messages,
+        "first_seq": info.first_seq,
+        "last_seq": info.last_seq,
+        "max_age_seconds": info.max_age,
+        "max_bytes": info.max_bytes,
+    }
+
+
+@require_GET
+@require_role(VIEWER)
+def api_index(request: HttpRequest, name: str) -> JsonResponse:
+    """The page's content as JSON: ?s=&c=&r= filter advisories, ?dlq= shows a dead-letter stream."""
+    broker = Broker.objects.filter(name=name, kind="nats").first()
+    if broker is None:
+        return error(f"no NATS broker named {name!r}", 404)
+    seen = look(broker, request.GET)
+    if seen["error"]:
+        return error(seen["error"], 502)
+    status: CaptureStatus = seen["capture"]
+    page = seen["page"]
+    body: dict[str, Any] = {
+        "capture": {
+            "state": status.state,
+            "stream": status.stream,
+            "detail": status.detail,
+            "info": _info_json(status.info),
+        },
+        "looked_at": seen["looked_at"],
+        "groups": [
+            {"stream": s, "consumer": c, "reason": r, "count": n} for (s, c, r), n in seen["groups"]
+        ],
+        "dead_letters": seen["rows"],
+        "page": page.number if page else None,
+        "pages": page.paginator.num_pages if page else 0,
+        "matching": page.paginator.count if page else 0,
+        "dead_letter_streams": [
+            {"name": d["stream"].name, "why": d["why"], "messages": d["messages"]}
+            for d in dl.dead_letter_streams(broker, status.stream)
+        ],
+    }
+    if seen["dlq"] and seen["dlq"].get("error"):
+        body["dead_letter_stream"] = {"error": seen["dlq"]["error"]}
+    elif seen["dlq"]:
+        d = seen["dlq"]
+        body["dead_letter_stream"] = {
+            "info": _info_json(d["info"]),
+            "messages": d["rows"],
+            "groups": [
+                {"origin": o, "subject": s, "reason": r, "count": n} for (o, s, r), n in d["groups"]
+            ],
+        }
+    return JsonResponse(body)
+
+
+# Under /brokers/<name>/
+urlpatterns: list = [
+    path("nats/dead-letters/", index, name="nats-deadletters"),
+    path("nats/dead-letters/act", act, name="nats-deadletters-act"),
+    path("nats/dead-letters/capture", capture, name="nats-deadletters-capture"),
+]
+# Under /api/v1/brokers/<name>/
+api_urlpatterns: list = [
+    path("nats/dead-letters", api_index, name="api-nats-deadletters"),
+]

@@ -1,0 +1,319 @@
+"""Replaying NATS dead letters with the job engine, on the real nats-server.
+
+Copies are checked by reading the target stream back with nats-py's own
+message get, not with Sluice's code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from nats.js.api import ConsumerConfig, StreamConfig
+from nats.js.errors import NotFoundError
+
+from dashboard import collector, jobs, jobservice
+from dashboard import nats_deadletters as dl
+from dashboard.models import AuditEntry, Job
+from tests.test_nats_deadletters import make_dead_letters
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def capture(nats_broker, js) -> str:
+    status = dl.check_capture(nats_broker)
+    assert status.capturing, status
+    return status.stream
+
+
+def stored(js: Any, stream: str) -> list[Any]:
+    """Every message of `stream`, read with nats-py (STREAM.MSG.GET), in order."""
+
+    async def work(ctx: Any) -> list[Any]:
+        info = await ctx.stream_info(stream)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                out.append(await ctx.get_msg(stream, seq))
+            except NotFoundError:  # a gap: deleted
+                continue
+        return out
+
+    result: list[Any] = js(work)
+    return result
+
+
+@pytest.fixture
+def dead(js, capture, unique_name) -> dict[str, Any]:
+    """Stream ORD_<name> (subjects ORD_<name>.n) with 6 dead letters: 4 max deliveries, 2 terminated."""
+    stream = f"ORD_{unique_name}"
+    bodies = [json.dumps({"order": n}).encode() for n in range(6)]
+    make_dead_letters(
+        js,
+        stream,
+        bodies,
+        terms={1: "bad payload", 4: "bad payload"},
+        headers=lambda n: {"trace": "t-1", "Nats-Msg-Id": f"publisher-{n}"},
+    )
+    return {"stream": stream, "capture": capture}
+
+
+def make_job(broker, **data: Any) -> Job:
+    fields = {"action": "replay", "selection": {"all": True}, **data}
+    return Job.objects.create(broker=broker, created_by="bob", **jobservice.check(broker, fields))
+
+
+def run(job: Job) -> Job:
+    return jobs.run(job.pk, jobservice.transfer_for, jobservice.router)
+
+
+def ours(stream: str) -> dict[str, Any]:
+    return {"filter": {"stream": stream}}
+
+
+def test_replay_to_the_original_subject_keeps_headers_adds_msg_id_and_lineage(
+    nats_broker, js, dead
+) -> None:
+    stream = dead["stream"]
+    job = run(make_job(nats_broker, source=f"advisories/{dead['capture']}", selection=ours(stream)))
+    assert (job.state, job.total, job.done, job.replayed, job.kept, job.failed) == (
+        "done", 6, 6, 6, 0, 0,
+    )  # fmt: skip
+    copies = stored(js, stream)[6:]
+    assert len(copies) == 6
+    by_subject = {c.subject: c for c in copies}
+    assert set(by_subject) == {f"{stream}.{n}" for n in range(6)}
+    two = by_subject[f"{stream}.2"]
+    assert json.loads(two.data) == {"order": 2}
+    assert two.headers["trace"] == "t-1"
+    assert two.headers["Nats-Msg-Id"] == f"sluice:{stream}:3:{stream}.2"
+    assert two.headers["sluice-original-msg-id"] == "publisher-2"
+    assert two.headers["sluice-replay-id"] == str(job.public_id)
+    assert two.headers["sluice-replayed-from"] == f"nats:advisories/{dead['capture']}"
+    assert two.headers["sluice-replay-count"] == "1"
+    assert two.headers["sluice-replayed-by"] == "bob"
+    # The originals and the advisories stay.
+    assert [m.seq for m in stored(js, stream)[:6]] == [1, 2, 3, 4, 5, 6]
+    assert {o[1] for o in jobs.outcomes(job)} == {"replayed"}
+    assert job.cursor["next"] == job.cursor["end"]
+
+
+def test_replay_to_another_subject_and_repeating_it_stores_nothing_twice(
+    nats_broker, js, dead, unique_name
+) -> None:
+    retry = f"RETRY_{unique_name}"
+    js.add_stream(retry, [f"{retry}.>"])
+    source = f"advisories/{dead['capture']}"
+    first = run(
+        make_job(
+            nats_broker, source=source, selection=ours(dead["stream"]), destination=f"{retry}.in"
+        )
+    )
+    assert (first.state, first.replayed) == ("done", 6)
+    copies = stored(js, retry)
+    assert len(copies) == 6 and {c.subject for c in copies} == {f"{retry}.in"}
+    assert sorted(json.loads(c.data)["order"] for c in copies) == list(range(6))
+    assert len(stored(js, dead["stream"])) == 6  # nothing went to the origin
+
+    again = run(
+        make_job(
+            nats_broker, source=source, selection=ours(dead["stream"]), destination=f"{retry}.in"
+        )
+    )
+    assert (again.state, again.replayed, again.failed) == ("done", 6, 0)
+    assert len(stored(js, retry)) == 6, "the repeated replay stored copies twice"
+    notes = {o[3] for o in jobs.outcomes(again)}
+    assert all(n.startswith(f"already in stream {retry}") for n in notes), notes
+
+
+def test_delete_original_removes_each_message_after_its_pub_ack(nats_broker, js, dead) -> None:
+    stream = dead["stream"]
+    job = run(
+        make_job(
+            nats_broker,
+            source=f"advisories/{dead['capture']}",
+            selection={"filter": {"stream": stream, "reason": "terminated: bad payload"}},
+            delete_original=True,
+        )
+    )
+    assert (job.state, job.replayed, job.kept) == ("done", 2, 4)
+    left = stored(js, stream)
+    assert [m.seq for m in left] == [1, 3, 4, 6, 7, 8]  # 2 and 5 deleted, copies at 7 and 8
+    assert sorted(json.loads(m.data)["order"] for m in left[-2:]) == [1, 4]
+    assert job.cursor["delete"] == []
+    # The advisories themselves stay in the capture stream.
+    assert len([m for m in stored(js, dead["capture"]) if stream.encode() in m.data]) == 6
+
+
+def test_filters_and_a_selection_by_id(nats_broker, js, dead, unique_name) -> None:
+    stream, source = dead["stream"], f"advisories/{dead['capture']}"
+    cases = [
+        ({"stream": stream, "reason": "max deliveries"}, 4),
+        ({"stream": stream, "consumer": "nobody"}, 0),
+        ({"stream": stream, "subject": f"{stream}.3"}, 1),
+        ({"stream": stream, "body_contains": '"order": 5'}, 1),
+        ({"stream": stream, "header": {"name": "trace", "value": "t-1"}}, 6),
+        ({"stream": stream, "header": {"name": "trace", "value": "other"}}, 0),
+    ]
+    retry = f"RETRY_{unique_name}"
+    js.add_stream(retry, [f"{retry}.>"])
+    for n, (rule, expected) in enumerate(cases):
+        job = run(
+            make_job(
+                nats_broker, source=source, selection={"filter": rule}, destination=f"{retry}.{n}"
+            )
+        )
+        assert (job.state, job.replayed) == ("done", expected), rule
+    picked = run(
+        make_job(
+            nats_broker,
+            source=source,
+            selection={"ids": [f"{stream}:2", f"{stream}:6"]},
+            destination=f"{retry}.ids",
+        )
+    )
+    assert picked.replayed == 2
+    assert sorted(
+        json.loads(m.data)["order"] for m in stored(js, retry) if m.subject.endswith(".ids")
+    ) == [1, 5]
+
+
+def test_a_message_gone_from_its_stream_is_reported_not_lost_in_silence(
+    nats_broker, js, dead
+) -> None:
+    stream = dead["stream"]
+    js(lambda ctx: ctx.delete_msg(stream, 3))
+    job = run(make_job(nats_broker, source=f"advisories/{dead['capture']}", selection=ours(stream)))
+    assert (job.state, job.replayed, job.failed) == ("done", 5, 1)
+    kept = jobs.outcomes(job, only_kept=True)
+    assert [(k[0], k[1], k[3]) for k in kept] == [
+        (f"{stream}:3", "kept: failed", f"no longer in stream {stream}")
+    ]
+
+
+def test_replay_from_a_dead_letter_stream_to_the_subject_its_header_names(
+    nats_broker, js, capture, unique_name
+) -> None:
+    dead, origin = f"PAY_{unique_name}_DLQ", f"PAY_{unique_name}"
+    js.add_stream(dead, [f"dlq.{unique_name}"])
+    js.add_stream(origin, [f"pay.{unique_name}.>"])
+
+    async def fill(ctx: Any) -> None:
+        for n in range(8):
+            headers = {"x-original-subject": f"pay.{unique_name}.{n % 2}"} if n != 7 else {}
+            await ctx.publish(f"dlq.{unique_name}", str(n).encode(), headers=headers)
+
+    js(fill)
+    collector.collect(nats_broker)
+    job = run(make_job(nats_broker, source=f"stream/{dead}", delete_original=True))
+    assert (job.state, job.total, job.replayed, job.kept) == ("done", 8, 7, 1)
+    copies = stored(js, origin)
+    assert sorted((c.subject, c.data) for c in copies) == sorted(
+        (f"pay.{unique_name}.{n % 2}", str(n).encode()) for n in range(7)
+    )
+    assert copies[0].headers["Nats-Msg-Id"].startswith(f"sluice:{dead}:")
+    # Replayed ones were deleted from the dead-letter stream; the one without an origin stays.
+    assert [m.data for m in stored(js, dead)] == [b"7"]
+    assert jobs.outcomes(job, only_kept=True)[0][1] == "kept: origin unknown"
+
+
+def test_dry_run_then_start_through_the_api(
+    nats_broker, js, dead, token_for, client, unique_name
+) -> None:
+    token = token_for("bob")
+    body = {
+        "broker": "nats",
+        "action": "replay",
+        "source": f"advisories/{dead['capture']}",
+        "selection": {"filter": {"stream": dead["stream"], "reason": "max deliveries"}},
+        "dry_run": True,
+    }
+    response = client.post(
+        "/api/v1/jobs",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 201, response.content
+    preview = response.json()["preview"]
+    assert preview["selected"] == 4 and preview["complete"]
+    assert len(preview["targets"]) == 4  # one per original subject
+    assert all("duplicate" in t or "is dropped" in t for t, _ in preview["targets"])
+    assert AuditEntry.objects.filter(action="job.replay.preview").exists()
+    job = Job.objects.get(public_id=response.json()["id"])
+    assert job.state == Job.PREVIEW and job.cursor["next"] == job.cursor["first"]
+
+
+def test_bad_requests_change_nothing(nats_broker, js, capture, unique_name) -> None:
+    cases = [
+        ({"source": "advisories/NO_SUCH_STREAM"}, "capture stream is not there"),
+        ({"source": "queue/x"}, "source must be"),
+        ({"source": f"advisories/{capture}", "destination": "a b"}, "cannot contain spaces"),
+        ({"source": f"advisories/{capture}", "destination": "orders.*"}, "has a wildcard"),
+        (
+            {"source": f"advisories/{capture}", "destination": f"nowhere.{unique_name}"},
+            "no stream stores",
+        ),
+        ({"source": f"advisories/{capture}", "action": "discard"}, "not discarded"),
+        ({"source": f"advisories/{capture}", "action": "move"}, "move needs a destination"),
+        ({"source": f"advisories/{capture}", "delete_original": "yes"}, "true or false"),
+        (
+            {"source": f"advisories/{capture}", "selection": {"filter": {"colour": 1}}},
+            "unknown filter",
+        ),
+        ({"source": f"advisories/{capture}", "batch_size": 0}, "batch_size"),
+    ]
+    for data, says in cases:
+        with pytest.raises(jobservice.Invalid, match=says):
+            jobservice.check(nats_broker, {"action": "replay", **data})
+    assert Job.objects.count() == 0
+
+
+def test_rate_limit_cancel_and_resume_go_on_from_the_cursor(
+    nats_broker, js, capture, unique_name
+) -> None:
+    """A job cancelled between batches resumes from its cursor; every message arrives once."""
+    stream = f"BIG_{unique_name}"
+    js.add_stream(stream, [f"{stream}.>"])
+
+    async def fill(ctx: Any) -> None:
+        for n in range(300):
+            await ctx.publish(f"{stream}.{n}", str(n).encode())
+        await ctx.add_consumer(stream, ConsumerConfig(durable_name="w", max_deliver=1))
+        sub = await ctx.pull_subscribe_bind(durable="w", stream=stream)
+        while True:
+            try:
+                msgs = await sub.fetch(100, timeout=1)
+            except TimeoutError:
+                break
+            for m in msgs:
+                await m.term()
+
+    js(fill)
+    retry = f"R_{unique_name}"
+    js(lambda ctx: ctx.add_stream(StreamConfig(name=retry, subjects=[f"{retry}.>"])))
+    job = make_job(
+        nats_broker,
+        source=f"advisories/{capture}",
+        selection=ours(stream),
+        destination=f"{retry}.x",
+        batch_size=50,
+        rate=1000,
+    )
+    batches = []
+
+    def progress(j: Job) -> None:
+        batches.append(j.done)
+        if j.done >= 100:
+            Job.objects.filter(pk=j.pk).update(state=Job.CANCELLING)
+
+    job = jobs.run(job.pk, jobservice.transfer_for, jobservice.router, on_progress=progress)
+    assert job.state == "cancelled" and job.done == 100, (job.state, job.done)
+    assert batches[0] == 50  # batches no larger than asked
+    Job.objects.filter(pk=job.pk).update(state=Job.QUEUED)
+    job = run(job)
+    assert (job.state, job.done, job.replayed) == ("done", 300, 300)
+    got = sorted(int(m.data) for m in stored(js, retry))
+    assert got == list(range(300))
