@@ -77,19 +77,19 @@ from brokers.nats_wire import (
     _Client,
     _cut,
     _description,
-    _from_api,
-    _from_direct,
     _int_header,
     _NoMessage,
-    _outgoing,
-    _pairs_of,
     _reason,
     _rfc3339,
-    _status,
     _stream_info,
     check_subject,
+    from_api,
+    from_direct,
     header_pairs,
+    outgoing,
+    pairs_of,
     parse_time,
+    status_of,
 )
 
 __all__ = [
@@ -364,17 +364,17 @@ class NatsClient:
             except nats.errors.NoRespondersError:
                 pass  # no allow_direct (or no stream): MESSAGE GET says which
             else:
-                status = _status(msg)
+                status = status_of(msg)
                 if status == "404":
                     return None
                 if status:
                     raise BrokerError(f"JetStream refused the read: {_description(msg)}")
-                return _from_direct(stream, msg, limit)
+                return from_direct(stream, msg, limit)
         try:
             resp = await self._api(f"STREAM.MSG.GET.{stream}", req, stream)
         except _NoMessage:
             return None
-        return _from_api(stream, resp["message"], limit)
+        return from_api(stream, resp["message"], limit)
 
     async def _many(
         self, stream: str, req: dict[str, Any], count: int, direct: bool, limit: int | None
@@ -414,7 +414,7 @@ class NatsClient:
                     raise BrokerError(
                         f"JetStream on {self.shown_url} did not answer in time"
                     ) from None
-                status = _status(msg)
+                status = status_of(msg)
                 if status == "503":
                     return None, False
                 if status == "404":  # nothing (more) matches
@@ -423,7 +423,7 @@ class NatsClient:
                     return out, _int_header(msg, "Nats-Num-Pending", 0) > 0
                 if status:
                     raise BrokerError(f"JetStream refused the read: {_description(msg)}")
-                out.append(_from_direct(stream, msg, None))
+                out.append(from_direct(stream, msg, None))
                 pending = _int_header(msg, "Nats-Num-Pending", -1)
                 if pending < 0:  # a server without batches answers one message
                     return out, True
@@ -436,12 +436,12 @@ class NatsClient:
         if len(body) > self._nc.max_payload:
             raise TooBig(len(body), self._nc.max_payload)
         if not jetstream:
-            await self._nc.publish(subject, body, headers=_outgoing(headers))
+            await self._nc.publish(subject, body, headers=outgoing(headers))
             await self._nc.flush(timeout=max(1, round(self.timeout)))
             return None
         try:
             msg = await self._nc.request(
-                subject, body, timeout=self.timeout, headers=_outgoing(headers)
+                subject, body, timeout=self.timeout, headers=outgoing(headers)
             )
         except nats.errors.NoRespondersError:
             raise NoResponders(f"no stream listens on {subject}", retryable=False) from None
@@ -472,17 +472,17 @@ class NatsClient:
             raise TooBig(len(body), self._nc.max_payload)
         began = time.perf_counter()
         try:
-            msg = await self._nc.request(subject, body, timeout=wait, headers=_outgoing(headers))
+            msg = await self._nc.request(subject, body, timeout=wait, headers=outgoing(headers))
         except nats.errors.NoRespondersError:
             raise NoResponders(f"no responders: nothing subscribes to {subject}") from None
         except nats.errors.TimeoutError:
             raise NoReply(f"no reply within {wait:g} s") from None
         took = (time.perf_counter() - began) * 1000
-        return Reply(msg.subject, _pairs_of(msg), bytes(msg.data), took)
+        return Reply(msg.subject, pairs_of(msg), bytes(msg.data), took)
 
     async def _subscribe(self, subject: str, deliver: Callable[[Delivery], None]) -> None:
         async def on_message(msg: Msg) -> None:
-            deliver(Delivery(msg.subject, msg.reply, _pairs_of(msg), bytes(msg.data), time.time()))
+            deliver(Delivery(msg.subject, msg.reply, pairs_of(msg), bytes(msg.data), time.time()))
 
         await self._nc.subscribe(subject, cb=on_message)
         # Once the server has the subscription, what is published from now on is seen.

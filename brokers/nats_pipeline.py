@@ -27,33 +27,18 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from brokers.base import BrokerError
-
-# Besides the client, its private helpers for header pairs (kept whole,
-# repeated names included) and status replies: this module extends it.
-from brokers.nats_client import (
+from brokers.nats_client import NatsClient
+from brokers.nats_wire import (
     Missing,
-    NatsClient,
     PubAck,
     StoredMsg,
-    _from_api,
-    _outgoing,
-    _pairs_of,
-    _status,
+    from_api,
+    from_direct,
+    outgoing,
     parse_time,
+    status_of,
 )
 
-# What a direct get appends after the stored headers, in this order (the last
-# two only in a batch). A stored message may carry the same names (a stream's
-# RePublish adds them): only the appended block is taken off.
-DIRECT_HEADERS = (
-    "Nats-Stream",
-    "Nats-Subject",
-    "Nats-Sequence",
-    "Nats-Time-Stamp",
-    "Nats-Num-Pending",
-    "Nats-Last-Sequence",
-    "Nats-UpTo-Sequence",
-)
 # The batched direct get (`{"seq": n, "batch": m}`) came with nats-server 2.11.
 BATCH_GET_SINCE = (2, 11)
 # Requests in flight at once when reading or deleting one message per request.
@@ -192,11 +177,11 @@ class DeadLetterClient(NatsClient):
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def collect(msg: Msg) -> None:
-            if _status(msg):  # 204 end of batch, or 404 when nothing is left
+            if status_of(msg):  # 204 end of batch, or 404 when nothing is left
                 if not done.done():
                     done.set_result(None)
                 return
-            got.append(_from_direct(stream, msg))
+            got.append(from_direct(stream, msg))
 
         sub = await self._nc.subscribe(inbox, cb=collect)
         try:
@@ -214,12 +199,12 @@ class DeadLetterClient(NatsClient):
                 msg = await self._nc.request(
                     f"$JS.API.DIRECT.GET.{stream}", request, timeout=self.timeout
                 )
-                return None if _status(msg) else _from_direct(stream, msg)
+                return None if status_of(msg) else from_direct(stream, msg)
             try:
                 answer = await self._api(f"STREAM.MSG.GET.{stream}", {"seq": seq}, stream, seq)
             except Missing:
                 return None
-            return _from_api(stream, answer["message"], None)
+            return from_api(stream, answer["message"], None)
 
         return list(await asyncio.gather(*(one(s) for s in seqs)))
 
@@ -245,7 +230,7 @@ class DeadLetterClient(NatsClient):
                 )
                 continue
             try:
-                futures.append(await js.publish_async(subject, body, headers=_outgoing(headers)))
+                futures.append(await js.publish_async(subject, body, headers=outgoing(headers)))
             except nats.errors.Error as exc:
                 futures.append(str(exc).removeprefix("nats: ") or type(exc).__name__)
         waiting = [f for f in futures if not isinstance(f, str)]
@@ -301,29 +286,6 @@ class DeadLetterClient(NatsClient):
             part = wanted[start : start + PIPELINE]
             deleted += sum(self._run(delete(part), wait=self.timeout * 3))
         return deleted
-
-
-def _from_direct(stream: str, msg: Msg) -> StoredMsg:
-    """A direct get's reply: the stored headers (whole), and what the server appended to them."""
-    pairs = list(_pairs_of(msg))
-    cut = len(pairs)
-    # The appended block begins at the last Nats-Stream followed only by appended names.
-    for i in range(len(pairs) - 1, -1, -1):
-        if pairs[i][0] not in DIRECT_HEADERS:
-            break
-        if pairs[i][0] == "Nats-Stream":
-            cut = i
-    meta = {k: v.decode("utf-8", "replace") for k, v in pairs[cut:]}
-    data = bytes(msg.data or b"")
-    return StoredMsg(
-        stream=meta.get("Nats-Stream", stream),
-        seq=int(meta.get("Nats-Sequence", 0)),
-        subject=meta.get("Nats-Subject", ""),
-        time=parse_time(meta.get("Nats-Time-Stamp")),
-        headers=tuple(pairs[:cut]),
-        body=data,
-        size=len(data),
-    )
 
 
 def _stream_info(answer: dict[str, Any]) -> StreamInfo:

@@ -28,7 +28,8 @@ from brokers.base import BrokerError
 Headers = Sequence[tuple[str, str]]
 
 API = "$JS.API"
-# Headers DIRECT GET adds to each reply; the message's own headers come before them.
+# What a direct get appends after the stored headers, in this order (the last
+# two only in a batch).
 DIRECT_HEADERS = frozenset(
     {
         "Nats-Stream",
@@ -212,12 +213,13 @@ class _Client(_NatsPy):
         return kept
 
 
-def _pairs_of(msg: Msg, drop: frozenset[str] = frozenset()) -> tuple[tuple[str, bytes], ...]:
+def pairs_of(msg: Msg) -> tuple[tuple[str, bytes], ...]:
+    """A message's headers, whole and in order (see `_Client`)."""
     headers = msg.headers or {}
     pairs = getattr(headers, "pairs", None)
     if pairs is None:
         pairs = tuple((k, str(v).encode()) for k, v in headers.items())
-    return tuple((k, v) for k, v in pairs if k not in drop)
+    return tuple(pairs)
 
 
 class _Outgoing:
@@ -233,7 +235,7 @@ class _Outgoing:
         return bool(self._pairs)
 
 
-def _outgoing(headers: Headers) -> Any:
+def outgoing(headers: Headers) -> Any:
     return _Outgoing(headers) if headers else None
 
 
@@ -278,21 +280,33 @@ def _stream_info(resp: dict[str, Any]) -> StreamInfo:
     )
 
 
-def _from_direct(stream: str, msg: Msg, limit: int | None) -> StoredMsg:
-    headers = msg.headers or {}
-    data = bytes(msg.data)
+def from_direct(stream: str, msg: Msg, limit: int | None = None) -> StoredMsg:
+    """A direct get's reply: the stored headers, whole, and what the server appended
+    after them. A stored message may carry the same names (a stream's RePublish adds
+    them), so only the appended block is taken off: it begins with the server's
+    Nats-Stream, the last one, followed by appended names alone."""
+    pairs = list(pairs_of(msg))
+    cut = len(pairs)
+    for i in range(len(pairs) - 1, -1, -1):
+        if pairs[i][0] not in DIRECT_HEADERS:
+            break
+        if pairs[i][0] == "Nats-Stream":
+            cut = i
+            break
+    meta = {k: v.decode("utf-8", "replace") for k, v in pairs[cut:]}
+    data = bytes(msg.data or b"")
     return StoredMsg(
-        stream=stream,
-        seq=int(headers.get("Nats-Sequence", 0)),
-        subject=str(headers.get("Nats-Subject", "")),
-        time=parse_time(headers.get("Nats-Time-Stamp")),
-        headers=_pairs_of(msg, DIRECT_HEADERS),
+        stream=meta.get("Nats-Stream", stream),
+        seq=int(meta.get("Nats-Sequence", 0)),
+        subject=meta.get("Nats-Subject", ""),
+        time=parse_time(meta.get("Nats-Time-Stamp")),
+        headers=tuple(pairs[:cut]),
         body=data if limit is None else data[:limit],
         size=len(data),
     )
 
 
-def _from_api(stream: str, raw: dict[str, Any], limit: int | None) -> StoredMsg:
+def from_api(stream: str, raw: dict[str, Any], limit: int | None) -> StoredMsg:
     data = base64.b64decode(raw.get("data") or "")
     hdrs = base64.b64decode(raw.get("hdrs") or "")
     return StoredMsg(
@@ -312,7 +326,7 @@ def _cut(m: StoredMsg, limit: int) -> StoredMsg:
     return StoredMsg(m.stream, m.seq, m.subject, m.time, m.headers, m.body[:limit], m.size)
 
 
-def _status(msg: Msg) -> str:
+def status_of(msg: Msg) -> str:
     """A status reply's code ("404", "204"...); "" for a stored message (it has a sequence)."""
     headers = msg.headers or {}
     if msg.data or "Nats-Sequence" in headers:

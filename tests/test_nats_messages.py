@@ -749,3 +749,34 @@ def test_a_request_a_stream_captures_is_stored_and_says_so(
         " ".join(page_text(response).split()),
     )
     assert pub.info(stream).state.messages == 1
+
+
+def test_stored_headers_named_like_the_direct_get_ones_are_kept(nats_broker, stream, unique_name):
+    """A stored message may carry Nats-Stream, Nats-Subject, Nats-Sequence itself (a
+    stream's RePublish adds them). Every read takes off only the block the server appended."""
+    from brokers.nats_pipeline import DeadLetterClient
+
+    u = unique_name
+    own = [("Nats-Stream", "ELSEWHERE"), ("Nats-Subject", "orig.subject"), ("Nats-Sequence", "77")]
+    with NatsClient({"url": nats_broker.options["url"]}, timeout=2) as c:
+        c.publish(f"{u}.a", b"first", own + [("Kept", "yes")])
+        c.publish(f"{u}.a", b"second", own)
+        expected = {
+            1: tuple((n, v.encode()) for n, v in own + [("Kept", "yes")]),
+            2: tuple((n, v.encode()) for n, v in own),
+        }
+        for direct in (True, False):
+            for seq, headers in expected.items():
+                m = c.get(stream, seq, direct=direct)
+                assert m is not None and (m.seq, m.subject) == (seq, f"{u}.a")
+                assert m.headers == headers, (direct, seq)
+            many = c.get_many(stream, 10, direct=direct)
+            assert [(m.seq, m.headers) for m in many] == sorted(expected.items())
+    with DeadLetterClient({"url": nats_broker.options["url"]}, timeout=2) as d:
+        got, following = d.read(stream, 1, 10)
+        assert following == 3
+        assert [(m.stream, m.seq, m.subject, m.headers) for m in got] == [
+            (stream, seq, f"{u}.a", headers) for seq, headers in sorted(expected.items())
+        ]
+        each = d.get_each(stream, [2, 1])
+        assert {seq: m.headers for seq, m in each.items() if m} == expected
