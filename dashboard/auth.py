@@ -6,7 +6,8 @@ role group may sign out and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from brokers.base import BrokerError
 from dashboard.models import ApiToken, AuditEntry
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
@@ -159,6 +161,34 @@ def audit(
         result=result,
         detail=detail,
     )
+
+
+def audit_publish(
+    user: Any, broker: Any, where: str, size: int, result: str = "ok", **detail: Any
+) -> AuditEntry:
+    """The record of one message sent by hand ("message.publish"), on any broker."""
+    return audit(
+        user,
+        "message.publish",
+        broker=broker.name,
+        destination=where,
+        count=1,
+        result=result,
+        size=size,
+        **detail,
+    )
+
+
+@contextmanager
+def publish_failure_audited(
+    user: Any, broker: Any, where: str, size: int, **detail: Any
+) -> Iterator[None]:
+    """Around a send: a BrokerError is recorded as a failed publish, then raised on."""
+    try:
+        yield
+    except BrokerError as exc:
+        audit_publish(user, broker, where, size, "failed", error=str(exc), **detail)
+        raise
 
 
 def ensure_user(username: str, role: str, password: str | None = None) -> tuple[Any, bool]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib import messages as flash
@@ -14,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from dashboard import jobs, jobservice, live
 from dashboard.auth import OPERATOR, VIEWER, require_role
 from dashboard.models import Broker, Job
+from dashboard.views.params import BadInput, json_object
 
 VERBS = {"start": jobservice.start, "cancel": jobservice.cancel, "resume": jobservice.resume}
 
@@ -69,12 +69,9 @@ def job_control(request: HttpRequest, job_id: str, verb: str) -> HttpResponse:
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
-        data = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise jobservice.Invalid("the body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise jobservice.Invalid("the body must be a JSON object")
-    return data
+        return json_object(request)
+    except BadInput as exc:
+        raise jobservice.Invalid(str(exc)) from None
 
 
 @require_http_methods(["GET", "POST"])

@@ -6,7 +6,6 @@ views parse the request, check the role and show the outcome.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib import messages as flash
@@ -23,6 +22,7 @@ from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.models import Broker, Destination, OffsetReset
 from dashboard.views.api import error
 from dashboard.views.pages import get_broker_or_404
+from dashboard.views.params import BadInput, json_object
 
 HISTORY_LIMIT = 50  # past resets listed per group
 
@@ -201,11 +201,9 @@ def api_group_resets(request: HttpRequest, name: str, group: str) -> HttpRespons
     if not has_role(request.user, OPERATOR):
         return forbidden(request, OPERATOR)
     try:
-        data = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return error("The body must be a JSON object.", 400)
-    if not isinstance(data, dict):
-        return error("The body must be a JSON object.", 400)
+        data = json_object(request)
+    except BadInput as exc:
+        return error(str(exc), 400)
     dry_run = data.get("dry_run", True)
     if not isinstance(dry_run, bool):
         return error("dry_run must be true or false.", 400)

@@ -7,7 +7,6 @@ are RabbitMQ's. Nothing is sent unless every check passes.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,33 +15,18 @@ from django.shortcuts import render
 from brokers.base import BrokerError
 from brokers.kafka_messages import NotFound, Rejected
 from brokers.kafka_publish import produce
-from dashboard.auth import OPERATOR, audit, forbidden, has_role
+from dashboard.auth import OPERATOR, audit_publish, forbidden, has_role, publish_failure_audited
 from dashboard.kafka_search import TOPIC_NAME, kafka_adapter
 from dashboard.models import Broker, Destination
 from dashboard.views.api import error
 from dashboard.views.messages import MAX_BODY, parse_body
-from dashboard.views.params import BadInput
+from dashboard.views.params import BadInput, header_pairs, json_object
 
 
 def parse_kafka_headers(raw: Any) -> list[tuple[str, bytes]]:
-    """Headers from a JSON object {name: text} or a list of [name, text] pairs (names may repeat)."""
-    if isinstance(raw, str):
-        if not raw.strip():
-            return []
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise BadInput(f"headers must be JSON: {exc}") from None
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    if raw is None:
-        return []
-    if not isinstance(raw, (dict, list)):
-        raise BadInput('headers must be a JSON object {"name": "value"} or a list of pairs')
+    """Headers as text (see `header_pairs`), encoded as UTF-8."""
     out = []
-    for pair in pairs:
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-            raise BadInput("each header must be a [name, value] pair")
-        name, value = pair
+    for name, value in header_pairs(raw):
         if not isinstance(name, str) or not name:
             raise BadInput("header names must be non-empty text")
         if not isinstance(value, str):
@@ -76,30 +60,16 @@ def send(user: Any, broker: Broker, data: Any) -> dict[str, Any]:
     headers = parse_kafka_headers(data.get("headers"))
     partition = _partition_choice(data.get("partition"))
     where = f"topic/{topic}"
-    try:
+    with publish_failure_audited(user, broker, where, len(value)):
         produced = produce(kafka_adapter(broker), topic, value, key, headers, partition)
-    except BrokerError as exc:
-        audit(
-            user,
-            "message.publish",
-            broker=broker.name,
-            destination=where,
-            count=1,
-            result="failed",
-            error=str(exc),
-            size=len(value),
-        )
-        raise
-    audit(
+    audit_publish(
         user,
-        "message.publish",
-        broker=broker.name,
-        destination=where,
-        count=1,
+        broker,
+        where,
+        len(value),
         partition=produced.partition,
         offset=produced.offset,
         key=key_text or None,
-        size=len(value),
     )
     return {
         "confirmed": True,
@@ -138,10 +108,7 @@ def publish(request: HttpRequest, broker: Broker) -> HttpResponse:
 def api_publish(request: HttpRequest, broker: Broker) -> JsonResponse:
     """POST {"topic", "key", "headers", "partition", "body", "body_kind"} (via messages.api_publish)."""
     try:
-        data = json.loads(request.body or b"{}")
-        if not isinstance(data, dict):
-            raise BadInput("the body must be a JSON object")
-        return JsonResponse(send(request.user, broker, data))
+        return JsonResponse(send(request.user, broker, json_object(request)))
     except NotFound as exc:
         return error(str(exc), 404)
     except Rejected as exc:

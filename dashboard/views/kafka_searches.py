@@ -8,7 +8,6 @@ when it is over.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.models import Broker, Destination, Search
 from dashboard.views.api import error
 from dashboard.views.pages import get_broker_or_404
+from dashboard.views.params import BadInput, json_object
 
 RECENT = 20  # searches of a topic listed on its search page
 
@@ -118,11 +118,9 @@ def api_start(request: HttpRequest, name: str, topic: str) -> JsonResponse:
     if broker is None:
         return error(f"No broker named {name!r}.", 404)
     try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        return error("the body must be a JSON object", 400)
-    if not isinstance(data, dict):
-        return error("the body must be a JSON object", 400)
+        data = json_object(request)
+    except BadInput as exc:
+        return error(str(exc), 400)
     try:
         found = kafka_search.create(request.user, broker, topic, data)
     except kafka_search.Invalid as exc:

@@ -14,10 +14,20 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from brokers.base import BrokerError, Message, Published
 from dashboard import messageview
-from dashboard.auth import OPERATOR, VIEWER, audit, forbidden, has_role, require_role
+from dashboard.auth import (
+    OPERATOR,
+    VIEWER,
+    audit,
+    audit_publish,
+    forbidden,
+    has_role,
+    publish_failure_audited,
+    require_role,
+)
 from dashboard.collector import adapter_for
 from dashboard.models import Broker, Destination
 from dashboard.views.pages import get_broker_or_404
+from dashboard.views.params import json_object
 
 MAX_BROWSE = 200
 MAX_BODY = 16 * 1024 * 1024  # what the publish form accepts
@@ -89,22 +99,10 @@ def send_one(
     if len(body) > MAX_BODY:
         raise ValueError(f"the body is {len(body):,} bytes; the limit here is {MAX_BODY:,}")
     where = f"{vhost}/{exchange}"
-    try:
+    with publish_failure_audited(user, broker, where, len(body), routing_key=routing_key):
         result: Published = adapter_for(broker).publish(
             vhost, exchange, routing_key, body, properties, headers
         )  # type: ignore[attr-defined]
-    except BrokerError as exc:
-        audit(
-            user,
-            "message.publish",
-            broker=broker.name,
-            destination=where,
-            count=1,
-            result="failed",
-            routing_key=routing_key,
-            error=str(exc),
-        )
-        raise
     outcome = (
         "ok"
         if result.confirmed and result.routed
@@ -112,16 +110,7 @@ def send_one(
         if result.confirmed
         else "failed"
     )
-    audit(
-        user,
-        "message.publish",
-        broker=broker.name,
-        destination=where,
-        count=1,
-        result=outcome,
-        routing_key=routing_key,
-        size=len(body),
-    )
+    audit_publish(user, broker, where, len(body), outcome, routing_key=routing_key)
     return result
 
 
@@ -328,9 +317,7 @@ def api_publish(request: HttpRequest, name: str) -> JsonResponse:
 
         return nats_publish.api_publish(request, name)
     try:
-        data = json.loads(request.body or b"{}")
-        if not isinstance(data, dict):
-            raise ValueError("the body must be a JSON object")
+        data = json_object(request)
         body_bytes = parse_body(data.get("body_kind", "text"), str(data.get("body", "")))
         headers = data.get("headers") or {}
         props = data.get("properties") or {}

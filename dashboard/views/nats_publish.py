@@ -23,7 +23,16 @@ from django.views.decorators.http import require_http_methods, require_POST
 from brokers.base import BrokerError
 from brokers.nats_client import BadSubject, NoReply, NoResponders, Reply, TooBig, check_subject
 from dashboard import messageview
-from dashboard.auth import OPERATOR, VIEWER, audit, forbidden, has_role, require_role
+from dashboard.auth import (
+    OPERATOR,
+    VIEWER,
+    audit,
+    audit_publish,
+    forbidden,
+    has_role,
+    publish_failure_audited,
+    require_role,
+)
 from dashboard.kafka_search import shown_bytes
 from dashboard.models import Broker
 from dashboard.nats_connect import nats_client
@@ -35,7 +44,7 @@ from dashboard.views.nats_common import (
     stream_subjects,
     text_or_none,
 )
-from dashboard.views.params import BadInput
+from dashboard.views.params import BadInput, header_pairs, json_object
 
 # NATS's own subjects: the JetStream API and acks, cluster internals, the system account.
 INTERNAL_PREFIXES = ("$JS.", "$JSC.", "$NRG.", "$SYS.")
@@ -62,26 +71,9 @@ def target_subject(raw: Any) -> str:
 
 
 def parse_nats_headers(raw: Any) -> list[tuple[str, str]]:
-    """Headers from JSON: {"name": "value" or ["v1", "v2"]} or [["name", "value"], ...]."""
-    if isinstance(raw, str):
-        if not raw.strip():
-            return []
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise BadInput(f"headers must be JSON: {exc}") from None
-    if raw is None:
-        return []
-    if isinstance(raw, dict):
-        pairs = [(k, item) for k, v in raw.items() for item in (v if isinstance(v, list) else [v])]
-    elif isinstance(raw, list):
-        if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in raw):
-            raise BadInput("each header must be a [name, value] pair")
-        pairs = [(p[0], p[1]) for p in raw]
-    else:
-        raise BadInput('headers must be a JSON object {"name": "value"} or a list of pairs')
+    """Headers (see `header_pairs`) with names and values NATS can carry."""
     out = []
-    for name, value in pairs:
+    for name, value in header_pairs(raw):
         if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
             raise BadInput(
                 f"header name {str(name)[:60]!r}: letters, digits and !#$%&'*+-.^_`|~ only"
@@ -132,44 +124,21 @@ def send(user: Any, broker: Broker, data: Any, jetstream: bool) -> dict[str, Any
     headers = parse_nats_headers(data.get("headers"))
     body = _body(data)
     where = f"subject/{subject}"
-    try:
+    with publish_failure_audited(user, broker, where, len(body), jetstream=jetstream):
         with nats_client(broker) as client:
             ack = client.publish(subject, body, headers, jetstream=jetstream)
-    except BrokerError as exc:
-        audit(
-            user,
-            "message.publish",
-            broker=broker.name,
-            destination=where,
-            count=1,
-            result="failed",
-            jetstream=jetstream,
-            error=str(exc),
-            size=len(body),
-        )
-        raise
     if ack is None:
-        audit(
-            user,
-            "message.publish",
-            broker=broker.name,
-            destination=where,
-            count=1,
-            jetstream=False,
-            size=len(body),
-        )
+        audit_publish(user, broker, where, len(body), jetstream=False)
         return {"subject": subject, "jetstream": False, "confirmed": False}
-    audit(
+    audit_publish(
         user,
-        "message.publish",
-        broker=broker.name,
-        destination=where,
-        count=1,
-        result="duplicate" if ack.duplicate else "ok",
+        broker,
+        where,
+        len(body),
+        "duplicate" if ack.duplicate else "ok",
         jetstream=True,
         stream=ack.stream,
         seq=ack.seq,
-        size=len(body),
     )
     return {
         "subject": subject,
@@ -322,16 +291,6 @@ def request_reply(request: HttpRequest, name: str) -> HttpResponse:
 # -- the JSON API -----------------------------------------------------------------
 
 
-def _json_body(request: HttpRequest) -> dict[str, Any]:
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError as exc:
-        raise BadInput(f"the body must be JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadInput("the body must be a JSON object")
-    return data
-
-
 @require_POST
 @require_role(OPERATOR)
 def api_publish(request: HttpRequest, name: str) -> JsonResponse:
@@ -340,7 +299,7 @@ def api_publish(request: HttpRequest, name: str) -> JsonResponse:
     if broker is None:
         return error(f"No NATS broker named {name!r}.", 404)
     try:
-        data = _json_body(request)
+        data = json_object(request)
         return JsonResponse(send(request.user, broker, data, _as_bool(data.get("jetstream"), True)))
     except (ValueError, TooBig) as exc:
         return error(str(exc), 400)
@@ -358,7 +317,7 @@ def api_request(request: HttpRequest, name: str) -> JsonResponse:
     if broker is None:
         return error(f"No NATS broker named {name!r}.", 404)
     try:
-        reply = ask(request.user, broker, _json_body(request))
+        reply = ask(request.user, broker, json_object(request))
     except (ValueError, TooBig) as exc:
         return error(str(exc), 400)
     except NoResponders as exc:

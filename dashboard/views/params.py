@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -21,3 +22,36 @@ def whole(params: Any, name: str, default: int | None, low: int, high: int) -> i
     if not low <= value <= high:
         raise BadInput(f"{name} must be from {low:,} to {high:,}")
     return value
+
+
+def header_pairs(raw: Any) -> list[tuple[Any, Any]]:
+    """Headers as given to a publish form or API, unchecked: a JSON text or value, either
+    an object {"name": "value" or ["v1", "v2"]} or a list of [name, value] pairs (names
+    may repeat either way). The caller checks the names and values its broker allows."""
+    if isinstance(raw, str):
+        if not raw.strip():
+            return []
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise BadInput(f"headers must be JSON: {exc}") from None
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        return [(k, item) for k, v in raw.items() for item in (v if isinstance(v, list) else [v])]
+    if isinstance(raw, list):
+        if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in raw):
+            raise BadInput("each header must be a [name, value] pair")
+        return [(p[0], p[1]) for p in raw]
+    raise BadInput('headers must be a JSON object {"name": "value"} or a list of pairs')
+
+
+def json_object(request: Any) -> dict[str, Any]:
+    """The request's body as a JSON object (an empty body is {})."""
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise BadInput(f"the body must be a JSON object: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput("the body must be a JSON object")
+    return data
