@@ -6,15 +6,17 @@ naming the test RabbitMQ, Kafka and NATS plus one broker on a closed port.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -66,6 +68,51 @@ class Stack:
         return (
             self.manage("create_api_token", "--user", user, "--role", role).strip().splitlines()[-1]
         )
+
+    def api_client(self, user: str, role: str) -> Callable[..., Any]:
+        """`api(method, path, body=None)`: one call to /api/v1 with a new token for
+        `user`; it asserts success and returns the JSON."""
+        headers = {
+            "Authorization": f"Bearer {self.token(user, role)}",
+            "Content-Type": "application/json",
+        }
+
+        def api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+            r = requests.request(
+                method,
+                f"{self.url}/api/v1{path}",
+                headers=headers,
+                data=json.dumps(body) if body else None,
+                timeout=30,
+            )
+            assert r.status_code < 300, r.text[:300]
+            return r.json()
+
+        def collected(broker: str, key: str, timeout: float = 30) -> None:
+            """Wait until the stack has collected destination `key` of `broker`."""
+            url = f"{self.url}/api/v1/brokers/{broker}/destinations/{quote(key, safe='')}"
+            wait_for(lambda: requests.get(url, headers=headers, timeout=10).ok, timeout=timeout)
+
+        api.collected = collected  # type: ignore[attr-defined]
+        return api
+
+    def kill_and_resume(self, api: Callable[..., Any], job_id: str) -> tuple[Any, Any]:
+        """Kill the worker mid-job, wait for the job to show as interrupted, start a
+        worker, resume it and wait for its end: (the job at the kill, the job at the end)."""
+        self.kill_worker()
+        at_kill = api("GET", f"/jobs/{job_id}")
+        assert at_kill["state"] != "done", "the job finished before the kill; nothing was tested"
+        # The dead worker stops reporting; the job shows as interrupted, and can be resumed.
+        wait_for(lambda: api("GET", f"/jobs/{job_id}")["state"] == "interrupted", timeout=30)
+        self.start_worker()
+        api("POST", f"/jobs/{job_id}/resume")
+        final = wait_for(
+            lambda: (j := api("GET", f"/jobs/{job_id}"))["state"] in ("done", "failed") and j,
+            timeout=300,
+            every=0.5,
+        )
+        assert final["state"] == "done", final
+        return at_kill, final
 
     def login(self, user: str = "admin", password: str | None = None) -> requests.Session:
         session = requests.Session()

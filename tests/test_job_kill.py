@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from urllib.parse import quote
 
@@ -74,31 +73,10 @@ def ids_in(ch, queue: str) -> Counter[str]:
 
 def test_kill_the_worker_mid_replay_then_resume_loses_nothing(stack, hundred_thousand_dead_letters):
     q = hundred_thousand_dead_letters
-    token = stack.token("bob", "operator")
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def api(method: str, path: str, body: dict | None = None) -> dict:
-        r = requests.request(
-            method,
-            f"{stack.url}/api/v1{path}",
-            headers=headers,
-            data=json.dumps(body) if body else None,
-            timeout=10,
-        )
-        assert r.status_code < 300, r.text[:300]
-        return r.json()
+    api = stack.api_client("bob", "operator")
 
     key = f"//{q['dlq']}"
-    wait_for(
-        lambda: (
-            requests.get(
-                f"{stack.url}/api/v1/brokers/rabbit/destinations/{quote(key, safe='')}",
-                headers=headers,
-                timeout=10,
-            ).ok
-        ),
-        timeout=30,
-    )
+    api.collected("rabbit", key)
     job = api(
         "POST",
         "/jobs",
@@ -112,19 +90,8 @@ def test_kill_the_worker_mid_replay_then_resume_loses_nothing(stack, hundred_tho
     )
     wait_for(lambda: api("GET", f"/jobs/{job['id']}")["done"] >= COUNT // 4, timeout=120, every=0.2)
 
-    stack.kill_worker()
-    at_kill = api("GET", f"/jobs/{job['id']}")
-    assert at_kill["done"] < COUNT, "the replay finished before the kill; nothing was tested"
-    # The dead worker stops reporting; the job shows as interrupted, and can be resumed.
-    wait_for(lambda: api("GET", f"/jobs/{job['id']}")["state"] == "interrupted", timeout=30)
-    stack.start_worker()
-    api("POST", f"/jobs/{job['id']}/resume")
-    final = wait_for(
-        lambda: (j := api("GET", f"/jobs/{job['id']}"))["state"] in ("done", "failed") and j,
-        timeout=300,
-        every=0.5,
-    )
-    assert final["state"] == "done", final
+    at_kill, final = stack.kill_and_resume(api, job["id"])
+    assert at_kill["done"] < COUNT, "the replay finished before the kill"
 
     ch = q["channel"]
     delivered: Counter[str] = Counter()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from urllib.parse import quote
 
 import pytest
-import requests
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
@@ -42,31 +39,10 @@ def dead_letter_topic(stack, unique_name):
 
 def test_kill_the_worker_mid_kafka_replay_then_resume_loses_nothing(stack, dead_letter_topic):
     t = dead_letter_topic
-    token = stack.token("bob", "operator")
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def api(method: str, path: str, body: dict | None = None) -> dict:
-        r = requests.request(
-            method,
-            f"{stack.url}/api/v1{path}",
-            headers=headers,
-            data=json.dumps(body) if body else None,
-            timeout=30,
-        )
-        assert r.status_code < 300, r.text[:300]
-        return r.json()
+    api = stack.api_client("bob", "operator")
 
     key = f"topic/{t['dead']}"
-    wait_for(
-        lambda: (
-            requests.get(
-                f"{stack.url}/api/v1/brokers/kafka/destinations/{quote(key, safe='')}",
-                headers=headers,
-                timeout=10,
-            ).ok
-        ),
-        timeout=30,
-    )
+    api.collected("kafka", key)
     job = api(
         "POST",
         "/jobs",
@@ -75,18 +51,8 @@ def test_kill_the_worker_mid_kafka_replay_then_resume_loses_nothing(stack, dead_
     assert job["total"] == 0 or job["total"] == COUNT
     wait_for(lambda: api("GET", f"/jobs/{job['id']}")["done"] >= COUNT // 4, timeout=120, every=0.2)
 
-    stack.kill_worker()
-    at_kill = api("GET", f"/jobs/{job['id']}")
-    assert at_kill["done"] < COUNT, "the replay finished before the kill; nothing was tested"
-    wait_for(lambda: api("GET", f"/jobs/{job['id']}")["state"] == "interrupted", timeout=30)
-    stack.start_worker()
-    api("POST", f"/jobs/{job['id']}/resume")
-    final = wait_for(
-        lambda: (j := api("GET", f"/jobs/{job['id']}"))["state"] in ("done", "failed") and j,
-        timeout=300,
-        every=0.5,
-    )
-    assert final["state"] == "done", final
+    at_kill, final = stack.kill_and_resume(api, job["id"])
+    assert at_kill["done"] < COUNT, "the replay finished before the kill"
     assert final["total"] == COUNT
 
     copies = read_all(t["servers"], t["origin"], timeout=120)

@@ -11,7 +11,6 @@ from typing import Any
 
 import nats as nats_client
 import pytest
-import requests
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from tests.app_fixtures import wait_for
@@ -96,19 +95,7 @@ def mid_batch(stack: Any, job_id: str, after: int) -> bool:
 
 def test_kill_the_worker_mid_nats_replay_then_resume_loses_nothing(stack, dead_letters) -> None:
     d = dead_letters
-    token = stack.token("bob", "operator")
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def api(method: str, path: str, body: dict | None = None) -> dict:
-        r = requests.request(
-            method,
-            f"{stack.url}/api/v1{path}",
-            headers=headers,
-            data=json.dumps(body) if body else None,
-            timeout=30,
-        )
-        assert r.status_code < 300, r.text[:300]
-        return r.json()
+    api = stack.api_client("bob", "operator")
 
     job = api(
         "POST",
@@ -124,18 +111,8 @@ def test_kill_the_worker_mid_nats_replay_then_resume_loses_nothing(stack, dead_l
     )
     # Kill it while a batch is out: noted as in flight, published, not yet recorded.
     wait_for(lambda: mid_batch(stack, job["id"], COUNT // 4), timeout=120, every=0.002)
-    stack.kill_worker()
-    at_kill = api("GET", f"/jobs/{job['id']}")
-    assert at_kill["replayed"] < COUNT, "the replay finished before the kill; nothing was tested"
-    wait_for(lambda: api("GET", f"/jobs/{job['id']}")["state"] == "interrupted", timeout=30)
-    stack.start_worker()
-    api("POST", f"/jobs/{job['id']}/resume")
-    final = wait_for(
-        lambda: (j := api("GET", f"/jobs/{job['id']}"))["state"] in ("done", "failed") and j,
-        timeout=300,
-        every=0.5,
-    )
-    assert final["state"] == "done", final
+    at_kill, final = stack.kill_and_resume(api, job["id"])
+    assert at_kill["replayed"] < COUNT, "the replay finished before the kill"
     assert final["replayed"] >= COUNT
 
     bodies = read_target(d["url"], d["target"])
