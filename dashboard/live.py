@@ -123,10 +123,22 @@ def render(view: View) -> str:
     if view.page == "destination":
         assert view.destination_id is not None
         ctx = pages.destination_context(view.destination_id)
-        return render_to_string("dashboard/destination.html#live", ctx) if ctx else ""
+        if not ctx:
+            return ""
+        # Figures first, then the Kafka or NATS panel: htmx swaps each by its id.
+        return render_to_string("dashboard/destination.html#live", ctx) + render_to_string(
+            "dashboard/destination.html#panel", ctx
+        )
     assert view.listing is not None
     ctx = pages.listing_context(view.listing)
-    return render_to_string("dashboard/overview.html#live", ctx)
+    html = render_to_string("dashboard/overview.html#live", ctx)
+    if view.page == "broker":
+        from dashboard.models import Broker
+
+        broker = Broker.objects.filter(name=view.broker).first()
+        if broker is not None:
+            html += render_to_string("dashboard/broker.html#panel", {"broker": broker})
+    return html
 
 
 def broadcast(broker: str) -> int:

@@ -13,7 +13,18 @@
     if (code === 4401) { window.location.reload(); return; }
     setState("closed", "Live updates interrupted; reconnecting");
   });
+  // A pushed fragment replaces the <details> inside it: those the reader had
+  // opened (each has an id) are opened again in the same turn, before any paint.
+  var opened = [];
+  document.addEventListener("htmx:wsBeforeMessage", function () {
+    opened = Array.prototype.map.call(
+      document.querySelectorAll("details[id][open]"), function (d) { return d.id; });
+  });
   document.addEventListener("htmx:wsAfterMessage", function () {
+    opened.forEach(function (id) {
+      var details = document.getElementById(id);
+      if (details) details.open = true;
+    });
     setState("open", "Last update " + new Date().toLocaleTimeString());
   });
 })();
