@@ -181,10 +181,14 @@ def apply_edit(
     """The edited body and headers for one message. Broker headers (x-...) stay as they were."""
     body = base64.b64decode(edit["body_base64"]) if "body_base64" in edit else None
     if "headers" in edit:
+        # Kept as they are: the broker's and Sluice's own headers, and binary values
+        # the edit does not name (an edit form shows only text and JSON values).
         broker_owned = {
             k: v
             for k, v in headers.items()
-            if k.lower().startswith("x-") or k.startswith("sluice-")
+            if k.lower().startswith("x-")
+            or k.startswith("sluice-")
+            or (isinstance(v, bytes) and k not in edit["headers"])
         }
         edited = {
             k: v for k, v in edit["headers"].items() if not k.lower().startswith(("x-", "sluice-"))

@@ -183,9 +183,14 @@ def create(user: Any, broker: Broker, data: dict[str, Any]) -> Job:
         return job
     job.save()
     _enqueue(job)
-    edit = {"edit": _describe_edit(job.edit)} if job.edit else {}
-    _audit(user, job, "start", selection=job.selection, target=job.target, rate=job.rate, **edit)
+    _audit(user, job, "start", **_start_detail(job))
     return job
+
+
+def _start_detail(job: Job) -> dict[str, Any]:
+    """What a job's "start" audit record says it will do, whether or not a preview came first."""
+    edit = {"edit": _describe_edit(job.edit)} if job.edit else {}
+    return {"selection": job.selection, "target": job.target, "rate": job.rate, **edit}
 
 
 def _describe_edit(edit: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +211,7 @@ def start(user: Any, job: Job) -> Job:
         raise Invalid(f"this job is {job.state}; only a previewed job can be started")
     job.refresh_from_db()
     _enqueue(job)
-    _audit(user, job, "start")
+    _audit(user, job, "start", **_start_detail(job))
     return job
 
 

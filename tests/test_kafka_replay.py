@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
@@ -281,3 +282,75 @@ def test_batch_producer_partitions_like_kafkas_producer_and_splits_large_batches
     assert lean == by_kafka
     assert all(dict(r.headers) == {"h": b"\xff"} for r in got if r.value == b"lean")
     assert sum(1 for r in got if r.value == big) == 3
+
+
+def test_an_operator_edits_one_record_then_replays_only_it(
+    dlt, client_for, personas, kafka
+) -> None:
+    """Edit before replay: the body and a text header change, binary and x- headers travel
+    as they were, the key is kept, and the job reads that one record, not the topic."""
+    key = f"topic/{dlt['dead']}"
+    operator = client_for("bob")
+    # The record n=6 lives in partition 0 at offset 3 (even n go to partition 0, in order).
+    form = csrf_post(operator, "/brokers/kafka/dead-letters/edit", {"queue": key, "id": "0:3"})
+    assert form.status_code == 200
+    page = form.content.decode()
+    assert "&quot;n&quot;: 6" in page  # the body, in the textarea
+    assert '<input type="hidden" name="r_from" value="3">' in page
+    assert "<code>trace</code>" in page  # named as kept: binary, not in the editable JSON
+    edited_headers = json.dumps({"note": "fixed by hand <b>"})
+    response = csrf_post(
+        operator,
+        "/brokers/kafka/dead-letters/act",
+        {
+            "queue": key,
+            "action": "replay",
+            "select": "ids",
+            "edit_id": "0:3",
+            "edit_body": '{"n": 6, "fixed": true}',
+            "edit_headers": edited_headers,
+            "r_partition": "0",
+            "r_from": "3",
+            "r_to": "3",
+        },
+    )
+    assert response.status_code == 302 and "/jobs/" in response["Location"]
+    job = Job.objects.get()
+    assert job.cursor["ranges"] == {"0": [3, 4]}
+    assert job.preview["selected"] == 1
+    jobservice.start(personas["bob"], job)  # the "Start" button; the test runs it here
+    job = run(job)
+    assert (job.state, job.total, job.replayed, job.kept) == ("done", 1, 1, 0)
+
+    (copy,) = read_all(kafka["bootstrap_servers"], dlt["origin"])
+    headers = dict(copy.headers)
+    assert json.loads(copy.value) == {"n": 6, "fixed": True}
+    assert copy.key == b"k6"
+    assert headers["note"] == b"fixed by hand <b>"
+    assert headers["trace"] == bytes([0xFF, 0x00, 6])  # binary: byte for byte
+    assert headers["x-original-topic"] == dlt["origin"].encode()
+    assert headers["x-exception-message"] == b"boom"
+    assert headers["sluice-replay-id"] == str(job.public_id).encode()
+    # The dead-letter topic keeps the record as it was.
+    (original,) = [r for r in read_all(kafka["bootstrap_servers"], dlt["dead"]) if r.key == b"k6"]
+    assert json.loads(original.value) == {"n": 6} and "note" not in dict(original.headers)
+    entry = AuditEntry.objects.get(action="job.replay.start")
+    assert entry.user == "bob" and entry.detail["edit"]["id"] == "0:3"
+    assert entry.detail["edit"]["headers"] == {"note": "fixed by hand <b>"}
+    assert entry.detail["selection"] == {"ids": ["0:3"]}
+
+
+def test_editing_a_record_the_log_no_longer_holds_says_so(dlt, client_for) -> None:
+    key = f"topic/{dlt['dead']}"
+    operator = client_for("bob")
+    for record, message in (
+        ("0:999", "That message is no longer in the topic."),
+        ("zero:1", "is not a record (partition:offset)"),
+    ):
+        response = csrf_post(
+            operator, "/brokers/kafka/dead-letters/edit", {"queue": key, "id": record}
+        )
+        assert response.status_code == 302
+        page = operator.get(response["Location"]).content.decode()
+        assert html.escape(message) in page
+    assert not Job.objects.exists()

@@ -171,6 +171,7 @@ WRITES = [
     ("/brokers/kfk/dead-letters/headers", {}, "viewer"),
     ("/brokers/kfk/dead-letters/scan", {"queue": "topic/orders"}, "viewer"),
     ("/brokers/kfk/dead-letters/act", {"queue": "topic/orders", "action": "replay"}, "operator"),
+    ("/brokers/kfk/dead-letters/edit", {"queue": "topic/orders", "id": "0:0"}, "operator"),
     ("/brokers/kfk/publish/", {"topic": "orders", "body": "hi"}, "operator"),
     ("/brokers/kfk/topics/orders/search", {"body": "x"}, "viewer"),
     ("/api/v1/brokers/kfk/topics/orders/searches", {"json": {"body": "x"}}, "viewer"),

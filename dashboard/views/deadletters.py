@@ -253,26 +253,61 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
 def edit(request: HttpRequest, name: str) -> HttpResponse:
     """Fetch one dead letter whole, to edit its body and headers before replaying it."""
     broker = get_broker_or_404(name)
+    back = f"{reverse('dashboard:deadletters', args=[broker.name])}?queue="
     try:
-        dest = jobservice.source_of(broker, request.POST.get("queue", ""))
-        message = find(
-            request.user, broker, dest, request.POST.get("id", ""), None, "deadletters.edit"
-        )
+        if broker.kind == "kafka":
+            dest = kafka_jobs.topic_of(broker, request.POST.get("queue", ""))
+            message = _kafka_record(broker, dest.name, request.POST.get("id", ""))
+        else:
+            dest = jobservice.source_of(broker, request.POST.get("queue", ""))
+            message = find(
+                request.user, broker, dest, request.POST.get("id", ""), None, "deadletters.edit"
+            )
     except (jobservice.Invalid, BrokerError) as exc:
         flash.error(request, str(exc))
         return redirect("dashboard:deadletters", name=broker.name)
     if message is None:
-        flash.error(request, "That message is no longer among the first messages of the queue.")
-        return redirect(f"{reverse('dashboard:deadletters', args=[broker.name])}?queue={dest.key}")
+        where = (
+            "in the topic" if broker.kind == "kafka" else "among the first messages of the queue"
+        )
+        flash.error(request, f"That message is no longer {where}.")
+        return redirect(back + dest.key)
     shown = messageview.shown(message)
+    # Text and JSON values only: a binary value (bytes) could not come back from a
+    # textarea unchanged, so it is kept as it is (deadletters.apply_edit).
     editable = {
-        k: v for k, v in message.headers.items() if not k.lower().startswith(("x-", "sluice-"))
+        k: v
+        for k, v in message.headers.items()
+        if not k.lower().startswith(("x-", "sluice-")) and not isinstance(v, bytes)
     }
+    binary = sorted(k for k, v in message.headers.items() if isinstance(v, bytes))
     ctx = {
         "broker": broker,
         "dest": dest,
         "s": shown,
         "editable_headers": json.dumps(editable, indent=2, default=str),
+        "binary_headers": binary,
         "body_text": shown["text"],
+        "kafka": broker.kind == "kafka",
+        "partition_offset": message.id.split(":") if broker.kind == "kafka" else None,
     }
     return render(request, "dashboard/deadletter_edit.html", ctx)
+
+
+def _kafka_record(broker: Any, topic: str, record_id: str) -> Any:
+    """The record "partition:offset" of `topic`, or None if the log no longer holds it."""
+    try:
+        partition, offset = (int(part) for part in record_id.split(":"))
+    except ValueError:
+        raise jobservice.Invalid(f"{record_id[:40]!r} is not a record (partition:offset)") from None
+    adapter = adapter_for(broker)
+    consumer = adapter.client(KafkaConsumer, group_id=None, enable_auto_commit=False)  # type: ignore[attr-defined]
+    try:
+        ranges = log_range(consumer, topic)
+    finally:
+        consumer.close()
+    lo, hi = ranges.get(partition, (0, 0))
+    if not lo <= offset < hi:
+        return None
+    got = peek_log(adapter, topic, {partition: (offset, offset + 1)}, 1)
+    return got[0] if got and got[0].id == record_id else None
