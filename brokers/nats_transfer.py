@@ -60,6 +60,10 @@ DROPPED_HEADERS = (
 )
 MSG_ID = "Nats-Msg-Id"
 ORIGINAL_MSG_ID = "sluice-original-msg-id"
+# A stored Nats-Rollup would make the target stream purge the subject (or itself)
+# when the copy lands: a replay never deletes. It travels aside, under this name.
+ROLLUP = "nats-rollup"
+ORIGINAL_ROLLUP = "sluice-original-rollup"
 
 SaveCursor = Callable[[int, list[list[Any]]], None]
 
@@ -334,7 +338,8 @@ def copy_headers(outgoing: Outgoing, held: Held) -> list[tuple[str, str]]:
 
     A stored header the job left as it was goes out as stored; one the job
     dropped (its pass marker) is left out; new ones (the lineage) come last.
-    The message's own Nats-Msg-Id is kept aside and ours is set.
+    The message's own Nats-Msg-Id and Nats-Rollup are kept aside (sluice-original-*)
+    and our Nats-Msg-Id is set.
     """
     wanted = outgoing.headers
     out: list[tuple[str, str]] = []
@@ -349,7 +354,8 @@ def copy_headers(outgoing: Outgoing, held: Held) -> list[tuple[str, str]]:
         seen.add(name)
         out.append((name, value if wanted[name] == value else _text(wanted[name])))
     out.extend((name, _text(v)) for name, v in wanted.items() if name not in seen)
-    headers = [(ORIGINAL_MSG_ID, v) if n == MSG_ID else (n, v) for n, v in out]
+    aside = {MSG_ID: ORIGINAL_MSG_ID}
+    headers = [(ORIGINAL_ROLLUP if n.lower() == ROLLUP else aside.get(n, n), v) for n, v in out]
     headers = [(n, v) for n, v in headers if n not in DROPPED_HEADERS]
     headers.append((MSG_ID, msg_id(held.stream, held.seq, outgoing.exchange, outgoing.body)))
     return headers

@@ -177,6 +177,26 @@ def check_subject(subject: str, *, wildcards: bool) -> str:
     return subject
 
 
+# HTTP's token characters, as nats-py requires of header names.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+# A rollup header makes a stream purge the subject (or itself): an admin's purge, not a publish.
+REFUSED_HEADERS = frozenset({"nats-rollup"})
+
+
+def header_problem(name: Any, value: Any) -> str:
+    """Why Sluice will not send this header ("" if it will). nats-py writes names and
+    values into the header block as they are, so a line break would add headers."""
+    if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+        return f"header name {str(name)[:60]!r}: letters, digits and !#$%&'*+-.^_`|~ only"
+    if name.lower() in REFUSED_HEADERS:
+        return f"{name} would purge messages from a stream; purging is not publishing"
+    if not isinstance(value, str):
+        return f"header {name!r} must have a text value"
+    if "\r" in value or "\n" in value:
+        return f"header {name!r} cannot hold a line break"
+    return ""
+
+
 # -- headers, kept whole ----------------------------------------------------------------
 
 

@@ -197,6 +197,27 @@ def apply_edit(
     return body, headers
 
 
+def edit_from_form(post: Any) -> dict[str, Any]:
+    """The edit the edit form posts (edit_id, edit_body, edit_headers, edit_crlf).
+
+    A browser sends a textarea's line breaks as CRLF: they go back to LF unless
+    the body had CRLF itself, so an untouched line keeps its bytes.
+    ValueError if the headers are not JSON.
+    """
+    edit: dict[str, Any] = {"id": post["edit_id"]}
+    if "edit_body" in post:
+        body = post["edit_body"]
+        if not post.get("edit_crlf"):
+            body = body.replace("\r\n", "\n")
+        edit["body_base64"] = base64.b64encode(body.encode("utf-8")).decode()
+    if post.get("edit_headers", "").strip():
+        try:
+            edit["headers"] = json.loads(post["edit_headers"])
+        except ValueError as exc:
+            raise ValueError(f"the headers must be a JSON object: {exc}") from None
+    return edit
+
+
 def check_edit(edit: Any) -> dict[str, Any]:
     if not isinstance(edit, dict) or not isinstance(edit.get("id"), str):
         raise ValueError('edit must be {"id": ..., "body_base64"?: ..., "headers"?: {...}}')

@@ -25,6 +25,7 @@ from brokers.nats_advisories import Advisory
 from brokers.nats_client import BadSubject, Missing, check_subject
 from brokers.nats_pipeline import DeadLetterClient
 from brokers.nats_transfer import SequenceTransfer, origin_subject, read_dead_letters
+from brokers.nats_wire import header_problem
 from dashboard import deadletters, jobs
 from dashboard.models import Broker, Job
 from dashboard.nats_deadletters import client_for
@@ -80,6 +81,11 @@ def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise Invalid(str(exc)) from None
+    for header, value in (edit.get("headers") or {}).items():
+        # An edited header goes into the copy's header block as written.
+        problem = header_problem(header, value)
+        if problem:
+            raise Invalid(f"edit: {problem}")
     where = data.get("destination")
     if isinstance(where, dict):
         where = where.get("subject")

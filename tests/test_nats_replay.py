@@ -17,6 +17,7 @@ from dashboard import collector, jobs, jobservice
 from dashboard import nats_deadletters as dl
 from dashboard.models import AuditEntry, Job
 from tests.test_nats_deadletters import make_dead_letters
+from tests.test_permissions import csrf_post
 
 pytestmark = pytest.mark.django_db
 
@@ -219,6 +220,32 @@ def test_replay_from_a_dead_letter_stream_to_the_subject_its_header_names(
     assert jobs.outcomes(job, only_kept=True)[0][1] == "kept: origin unknown"
 
 
+def test_a_stored_rollup_header_travels_aside_so_a_replay_purges_nothing(
+    nats_broker, js, capture, unique_name
+) -> None:
+    """Replayed with Nats-Rollup, a copy would make its stream purge the subject."""
+    dead, origin = f"KV_{unique_name}_DLQ", f"KV_{unique_name}"
+    js.add_stream(dead, [f"dlq.{unique_name}"], allow_rollup_hdrs=True)
+    js.add_stream(origin, [f"kv.{unique_name}.>"], allow_rollup_hdrs=True)
+    subject = f"kv.{unique_name}.a"
+
+    async def fill(ctx: Any) -> None:
+        await ctx.publish(subject, b"newer value, already there")
+        await ctx.publish(
+            f"dlq.{unique_name}",
+            b"dead value",
+            headers={"x-original-subject": subject, "Nats-Rollup": "sub"},
+        )
+
+    js(fill)
+    job = run(make_job(nats_broker, source=f"stream/{dead}"))
+    assert (job.state, job.replayed) == ("done", 1)
+    there = stored(js, origin)
+    assert [m.data for m in there] == [b"newer value, already there", b"dead value"]
+    assert "Nats-Rollup" not in there[1].headers
+    assert there[1].headers["sluice-original-rollup"] == "sub"
+
+
 def test_dry_run_then_start_through_the_api(
     nats_broker, js, dead, token_for, client, unique_name
 ) -> None:
@@ -317,3 +344,95 @@ def test_rate_limit_cancel_and_resume_go_on_from_the_cursor(
     assert (job.state, job.done, job.replayed) == ("done", 300, 300)
     got = sorted(int(m.data) for m in stored(js, retry))
     assert got == list(range(300))
+
+
+def test_an_operator_edits_one_dead_letter_then_replays_only_it(
+    nats_broker, js, dead, client_for, personas
+) -> None:
+    stream, source = dead["stream"], f"advisories/{dead['capture']}"
+    operator = client_for("bob")
+    # {"order": 2} was stored third: seq 3.
+    form = csrf_post(
+        operator, "/brokers/nats/nats/dead-letters/edit", {"source": source, "id": f"{stream}:3"}
+    )
+    assert form.status_code == 200
+    page = form.content.decode()
+    assert "{&quot;order&quot;: 2}" in page  # the body, in the textarea
+    assert "&quot;trace&quot;: &quot;t-1&quot;" in page  # the headers, as JSON
+    assert f'name="source" value="{source}"' in page
+    # A browser sends a textarea's line breaks as CRLF; the body had none, so LF it is.
+    response = csrf_post(
+        operator,
+        "/brokers/nats/nats/dead-letters/act",
+        {
+            "source": source,
+            "action": "replay",
+            "select": "ids",
+            "edit_id": f"{stream}:3",
+            "edit_body": '{\r\n  "order": 2,\r\n  "fixed": true\r\n}',
+            "edit_headers": json.dumps({"trace": "t-2 <b>", "Nats-Msg-Id": "publisher-2"}),
+        },
+    )
+    assert response.status_code == 302 and "/jobs/" in response["Location"], [
+        m.message for m in operator.get(response["Location"]).context["messages"]
+    ]
+    job = Job.objects.get()
+    assert job.state == Job.PREVIEW and job.selection == {"ids": [f"{stream}:3"]}
+    jobservice.start(personas["bob"], job)  # the "Start" button; the test runs it here
+    job = run(job)
+    assert (job.state, job.replayed) == ("done", 1)
+
+    (copy,) = stored(js, stream)[6:]
+    edited = b'{\n  "order": 2,\n  "fixed": true\n}'
+    assert copy.subject == f"{stream}.2" and copy.data == edited
+    assert copy.headers["trace"] == "t-2 <b>"
+    assert copy.headers["sluice-original-msg-id"] == "publisher-2"
+    # An edited copy's Nats-Msg-Id names its body too: a later unedited replay is not dropped.
+    assert copy.headers["Nats-Msg-Id"].startswith(f"sluice:{stream}:3:{stream}.2:")
+    assert copy.headers["sluice-replay-id"] == str(job.public_id)
+    assert json.loads(stored(js, stream)[2].data) == {"order": 2}  # the original stays
+    entry = AuditEntry.objects.get(action="job.replay.start")
+    assert entry.user == "bob" and entry.detail["edit"]["id"] == f"{stream}:3"
+
+
+def test_an_edit_that_would_purge_or_inject_headers_is_refused(
+    nats_broker, js, dead, client_for
+) -> None:
+    stream, source = dead["stream"], f"advisories/{dead['capture']}"
+    for headers, says in (
+        ({"Nats-Rollup": "sub"}, "would purge messages"),
+        ({"trace": "t\r\nNats-Rollup: all"}, "cannot hold a line break"),
+        ({"bad name": "v"}, "letters, digits"),
+        ({"count": 3}, "must have a text value"),
+    ):
+        edit = {"id": f"{stream}:3", "headers": headers}
+        with pytest.raises(jobservice.Invalid, match=says):
+            jobservice.check(
+                nats_broker,
+                {
+                    "action": "replay",
+                    "source": source,
+                    "selection": {"ids": [edit["id"]]},
+                    "edit": edit,
+                },
+            )
+    operator = client_for("bob")
+    response = csrf_post(
+        operator,
+        "/brokers/nats/nats/dead-letters/act",
+        {
+            "source": source,
+            "select": "ids",
+            "edit_id": f"{stream}:3",
+            "edit_headers": json.dumps({"Nats-Rollup": "all"}),
+        },
+    )
+    assert response.status_code == 302
+    assert "would purge messages" in operator.get(response["Location"]).content.decode()
+    gone = csrf_post(
+        operator, "/brokers/nats/nats/dead-letters/edit", {"source": source, "id": f"{stream}:99"}
+    )
+    assert gone.status_code == 302
+    assert "is no longer in the stream" in operator.get(gone["Location"]).content.decode()
+    assert Job.objects.count() == 0
+    assert len(stored(js, stream)) == 6

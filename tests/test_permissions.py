@@ -310,6 +310,7 @@ def test_every_dashboard_route_is_in_the_matrix():
         "brokers/<str:name>/nats/tail/",
         "brokers/<str:name>/nats/dead-letters/",
         "brokers/<str:name>/nats/dead-letters/act",
+        "brokers/<str:name>/nats/dead-letters/edit",
         "brokers/<str:name>/nats/dead-letters/capture",
         "api/v1/brokers/<str:name>/nats/dead-letters",
         # NATS messages: NATS_READS and NATS_WRITES below.
@@ -450,6 +451,7 @@ NATS_WRITES = [
     ("/api/v1/brokers/nts/nats/publish", {"json": {"subject": "orders.x"}}, "operator"),
     ("/api/v1/brokers/nts/nats/request", {"json": {"subject": "svc.x"}}, "operator"),
     ("/brokers/nts/nats/dead-letters/act", {"source": "advisories/X", "select": "all"}, "operator"),
+    ("/brokers/nts/nats/dead-letters/edit", {"source": "advisories/X", "id": "S:1"}, "operator"),
     ("/brokers/nts/nats/dead-letters/capture", {}, "admin"),
 ]
 

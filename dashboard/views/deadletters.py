@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -232,12 +231,7 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
                     "routing_key": post.get("to_routing_key", ""),
                 }
         if post.get("edit_id"):
-            edit: dict[str, Any] = {"id": post["edit_id"]}
-            if "edit_body" in post:
-                edit["body_base64"] = base64.b64encode(post["edit_body"].encode()).decode()
-            if post.get("edit_headers", "").strip():
-                edit["headers"] = json.loads(post["edit_headers"])
-            data["edit"] = edit
+            data["edit"] = deadletters.edit_from_form(post)
             data["selection"] = {"ids": [post["edit_id"]]}
         job = jobservice.create(request.user, broker, data)
     except (jobservice.Invalid, ValueError) as exc:
@@ -272,6 +266,23 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
         )
         flash.error(request, f"That message is no longer {where}.")
         return redirect(back + dest.key)
+    ctx = {
+        **edit_context(message),
+        "broker": broker,
+        "back": back + dest.key,
+        "act_url": reverse("dashboard:deadletters-act", args=[broker.name]),
+        "hidden": {"queue": dest.key, "action": "replay"},
+        "kafka": broker.kind == "kafka",
+    }
+    if broker.kind == "kafka":
+        # The job reads this one record, not the whole topic.
+        partition, offset = message.id.split(":")
+        ctx["hidden"].update(r_partition=partition, r_from=offset, r_to=offset)
+    return render(request, "dashboard/deadletter_edit.html", ctx)
+
+
+def edit_context(message: Any) -> dict[str, Any]:
+    """What the edit form shows of a message, on any broker (templates/dashboard/deadletter_edit.html)."""
     shown = messageview.shown(message)
     # Text and JSON values only: a binary value (bytes) could not come back from a
     # textarea unchanged, so it is kept as it is (deadletters.apply_edit).
@@ -280,18 +291,13 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
         for k, v in message.headers.items()
         if not k.lower().startswith(("x-", "sluice-")) and not isinstance(v, bytes)
     }
-    binary = sorted(k for k, v in message.headers.items() if isinstance(v, bytes))
-    ctx = {
-        "broker": broker,
-        "dest": dest,
+    return {
         "s": shown,
         "editable_headers": json.dumps(editable, indent=2, default=str),
-        "binary_headers": binary,
+        "binary_headers": sorted(k for k, v in message.headers.items() if isinstance(v, bytes)),
         "body_text": shown["text"],
-        "kafka": broker.kind == "kafka",
-        "partition_offset": message.id.split(":") if broker.kind == "kafka" else None,
+        "crlf": "\r\n" in (shown["text"] or ""),
     }
-    return render(request, "dashboard/deadletter_edit.html", ctx)
 
 
 def _kafka_record(broker: Any, topic: str, record_id: str) -> Any:

@@ -24,11 +24,12 @@ from brokers.base import BrokerError
 from brokers.nats_advisories import CaptureStatus, ensure_capture, newest_advisories
 from brokers.nats_client import Missing
 from brokers.nats_transfer import as_message, dead_letter
-from dashboard import jobservice
+from dashboard import deadletters, jobservice
 from dashboard import nats_deadletters as dl
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
 from dashboard.models import Broker, Job
 from dashboard.views.api import error
+from dashboard.views.deadletters import edit_context
 from dashboard.views.pages import get_broker_or_404
 
 # Advisory filters in the page's query string: parameter -> advisory field.
@@ -200,12 +201,47 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
             data["rate"] = float(post["rate"])
         if post.get("to_subject", "").strip():
             data["destination"] = post["to_subject"].strip()
+        if post.get("edit_id"):
+            data["edit"] = deadletters.edit_from_form(post)
+            data["selection"] = {"ids": [post["edit_id"]]}
         job = jobservice.create(request.user, broker, data)
     except (jobservice.Invalid, ValueError) as exc:
         flash.error(request, str(exc))
         source = str(post.get("source", ""))
         return redirect(f"{back}?dlq={source[7:]}" if source.startswith("stream/") else back)
     return redirect("dashboard:job-detail", job_id=job.public_id)
+
+
+@require_POST
+@require_role(OPERATOR)
+def edit(request: HttpRequest, name: str) -> HttpResponse:
+    """One dead letter whole ("<stream>:<seq>"), to edit its body and headers, then replay it."""
+    broker = get_nats_broker_or_404(name)
+    back = reverse("dashboard:nats-deadletters", args=[broker.name])
+    source = str(request.POST.get("source", ""))
+    stream, _, seq = str(request.POST.get("id", "")).rpartition(":")
+    if not stream or not seq.isdigit() or not source.startswith(("advisories/", "stream/")):
+        flash.error(request, "Pick a dead letter to edit (its stream and sequence).")
+        return redirect(back)
+    try:
+        with dl.client_for(broker) as client:
+            stored = client.get(stream, int(seq))
+    except BrokerError as exc:
+        flash.error(request, f"Could not read {stream}: {exc.message}")
+        return redirect(back)
+    if stored is None:
+        flash.error(request, f"Message {seq} is no longer in the stream {stream!r}.")
+        return redirect(back)
+    message = as_message(stored, stored.seq)
+    ctx = {
+        **edit_context(message),
+        "broker": broker,
+        "back": back if source.startswith("advisories/") else f"{back}?dlq={source[7:]}",
+        "act_url": reverse("dashboard:nats-deadletters-act", args=[broker.name]),
+        "hidden": {"source": source, "action": "replay"},
+        "nats": True,
+    }
+    return render(request, "dashboard/deadletter_edit.html", ctx)
 
 
 @require_POST
@@ -296,6 +332,7 @@ def api_index(request: HttpRequest, name: str) -> JsonResponse:
 urlpatterns: list = [
     path("nats/dead-letters/", index, name="nats-deadletters"),
     path("nats/dead-letters/act", act, name="nats-deadletters-act"),
+    path("nats/dead-letters/edit", edit, name="nats-deadletters-edit"),
     path("nats/dead-letters/capture", capture, name="nats-deadletters-capture"),
 ]
 # Under /api/v1/brokers/<name>/

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from brokers.base import BrokerError
 from brokers.nats_client import BadSubject, NoReply, NoResponders, Reply, TooBig, check_subject
+from brokers.nats_wire import header_problem
 from dashboard import messageview
 from dashboard.auth import (
     OPERATOR,
@@ -48,10 +48,6 @@ from dashboard.views.params import BadInput, header_pairs, json_object
 
 # NATS's own subjects: the JetStream API and acks, cluster internals, the system account.
 INTERNAL_PREFIXES = ("$JS.", "$JSC.", "$NRG.", "$SYS.")
-# HTTP's token characters, as nats-py requires of header names.
-HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
-# A rollup header makes a stream purge the subject (or itself): an admin's purge, not a publish.
-REFUSED_HEADERS = {"nats-rollup"}
 DEFAULT_TIMEOUT, MAX_TIMEOUT = 2.0, 60.0
 
 
@@ -74,16 +70,9 @@ def parse_nats_headers(raw: Any) -> list[tuple[str, str]]:
     """Headers (see `header_pairs`) with names and values NATS can carry."""
     out = []
     for name, value in header_pairs(raw):
-        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
-            raise BadInput(
-                f"header name {str(name)[:60]!r}: letters, digits and !#$%&'*+-.^_`|~ only"
-            )
-        if name.lower() in REFUSED_HEADERS:
-            raise BadInput(f"{name} would purge messages from a stream; purging is not publishing")
-        if not isinstance(value, str):
-            raise BadInput(f"header {name!r} must have a text value")
-        if "\r" in value or "\n" in value:
-            raise BadInput(f"header {name!r} cannot hold a line break")
+        problem = header_problem(name, value)
+        if problem:
+            raise BadInput(problem)
         out.append((name, value))
     return out
 
