@@ -434,5 +434,13 @@ def test_an_edit_that_would_purge_or_inject_headers_is_refused(
     )
     assert gone.status_code == 302
     assert "is no longer in the stream" in operator.get(gone["Location"]).content.decode()
+    # From a dead-letter stream's table: the form leads back to that stream.
+    form = csrf_post(
+        operator,
+        "/brokers/nats/nats/dead-letters/edit",
+        {"source": f"stream/{stream}", "id": f"{stream}:3"},
+    )
+    assert form.status_code == 200
+    assert f'href="/brokers/nats/nats/dead-letters/?dlq={stream}"' in form.content.decode()
     assert Job.objects.count() == 0
     assert len(stored(js, stream)) == 6

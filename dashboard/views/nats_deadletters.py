@@ -236,7 +236,9 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
     ctx = {
         **edit_context(message),
         "broker": broker,
-        "back": back if source.startswith("advisories/") else f"{back}?dlq={source[7:]}",
+        "back": back
+        if source.startswith("advisories/")
+        else f"{back}?{urlencode({'dlq': source[7:]})}",
         "act_url": reverse("dashboard:nats-deadletters-act", args=[broker.name]),
         "hidden": {"source": source, "action": "replay"},
         "nats": True,
