@@ -198,18 +198,11 @@ def apply_edit(
 
 
 def edit_from_form(post: Any) -> dict[str, Any]:
-    """The edit the edit form posts (edit_id, edit_body, edit_headers, edit_crlf).
-
-    A browser sends a textarea's line breaks as CRLF: they go back to LF unless
-    the body had CRLF itself, so an untouched line keeps its bytes.
-    ValueError if the headers are not JSON.
-    """
+    """The edit the edit form posts (edit_id, edit_body, edit_headers), its body's line
+    breaks already as shown (views.params.typed). ValueError if the headers are not JSON."""
     edit: dict[str, Any] = {"id": post["edit_id"]}
     if "edit_body" in post:
-        body = post["edit_body"]
-        if not post.get("edit_crlf"):
-            body = body.replace("\r\n", "\n")
-        edit["body_base64"] = base64.b64encode(body.encode("utf-8")).decode()
+        edit["body_base64"] = base64.b64encode(post["edit_body"].encode("utf-8")).decode()
     if post.get("edit_headers", "").strip():
         try:
             edit["headers"] = json.loads(post["edit_headers"])

@@ -9,6 +9,7 @@ import pytest
 from kafka import KafkaProducer
 
 from dashboard import devservices
+from tests.kafka_fixtures import read_all
 from tests.test_browser import CHROMIUM_ARGS, sign_in
 
 pytestmark = pytest.mark.browser
@@ -89,3 +90,36 @@ def test_hostile_keys_headers_and_values_render_inert(
         assert_inert(page, dialogs)
     finally:
         page.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'\r\n{"id": 9,\r\n "note": "<b>bold</b>"}',  # CRLF only, one leading
+        b"\nline one\nline two\n",  # LF only, one leading and one trailing
+        b"one\r\ntwo\nthree",  # both kinds: copied as base64
+        b"\xff\x00binary",
+    ],
+    ids=["crlf", "lf", "mixed", "binary"],
+)
+def test_re_produce_in_chromium_sends_the_record_byte_for_byte(
+    stack, browser, make_topic, produce, unique_name, kafka, value
+):
+    """The real browser's textarea handling (CRLF on submit, a leading newline) keeps
+    every byte of a record copied with Re-produce…"""
+    source = make_topic(f"src-{unique_name}")
+    target = make_topic(f"dst-{unique_name}")
+    produce(source, [value], key=b"k-1", headers=[("tenant", b"acme")])
+    page = browser.new_page()
+    try:
+        sign_in(page, stack)
+        page.goto(f"{stack.url}/brokers/kafka/topics/{source}/messages?count=5")
+        page.click("a.reproduce")
+        page.wait_for_selector(".kafka-copied")
+        page.fill("input[name=topic]", target)
+        page.click("button.primary")
+        page.wait_for_selector(".kafka-published", timeout=15_000)
+    finally:
+        page.close()
+    [copy] = read_all(kafka["bootstrap_servers"], target)
+    assert (copy.key, copy.value, copy.headers) == (b"k-1", value, [("tenant", b"acme")])

@@ -508,3 +508,81 @@ def test_who_may_browse_and_publish(kafka_broker, client_for, topic, produce, ka
     )
     assert len(read_all(kafka["bootstrap_servers"], topic, timeout=1.5)) == 1  # only the first
     assert not AuditEntry.objects.filter(action="message.publish").exists()
+
+
+def test_re_produce_fills_the_form_with_a_copy_of_a_record(
+    kafka_broker, client_for, make_topic, produce, unique_name, kafka
+):
+    """Reprocessing one record: the form holds its key, text headers and value; it can
+    go to another topic, byte for byte, and the audit names the source."""
+    source = make_topic(f"src-{unique_name}")
+    target = make_topic(f"dst-{unique_name}")
+    value = b'\r\n{"id": 9,\r\n "note": "<b>bold</b>"}'  # CRLF only, one leading
+    produce(
+        source,
+        [value],
+        key=b"order-9",
+        headers=[("tenant", b"acme"), ("tenant", b"beta"), ("blob", b"\xff\x00")],
+    )
+    mixed = b"one\r\ntwo\nthree"
+    produce(source, [mixed])
+    bob = client_for("bob")
+    page = bob.get("/brokers/kafka/publish/", {"topic": source, "from": "0:0"})
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "A copy of the record at offset 0 of partition 0 of" in text
+    assert "Not copied: header &#x27;blob&#x27; is binary or null." in text
+    assert 'name="key" value="order-9"' in text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>bold" not in text  # shown inert
+    assert '<input type="hidden" name="body_crlf" value="1">' in text
+    assert 'class="button reproduce"' in (
+        bob.get(f"/brokers/kafka/topics/{source}/messages", {"count": "5"}).content.decode()
+    )
+    # Line breaks of both kinds cannot survive a textarea: that copy comes as base64.
+    other = bob.get("/brokers/kafka/publish/", {"topic": source, "from": "0:1"}).content.decode()
+    assert base64.b64encode(mixed).decode() in other
+    assert '<option value="base64" selected>' in other
+
+    # What a browser sends back: the fields as shown, the textarea's line breaks as CRLF.
+    sent = bob.post(
+        "/brokers/kafka/publish/",
+        {
+            "topic": target,
+            "key": "order-9",
+            "headers": json.dumps([["tenant", "acme"], ["tenant", "beta"]]),
+            "body_kind": "text",
+            "body": value.decode(),
+            "body_crlf": "1",
+            "from": "0:0",
+            "from_topic": source,
+        },
+        HTTP_X_CSRFTOKEN=csrf(bob),
+    )
+    assert sent.status_code == 200, sent.content[:500]
+    [copy] = read_all(kafka["bootstrap_servers"], target)
+    assert (copy.key, copy.value) == (b"order-9", value)
+    assert copy.headers == [("tenant", b"acme"), ("tenant", b"beta")]
+    entry = AuditEntry.objects.get(action="message.publish")
+    assert entry.detail["copied_from"] == f"{source} 0:0"
+    assert len(read_all(kafka["bootstrap_servers"], source)) == 2  # the source is untouched
+
+    # A body typed into the form without that mark: CRLF goes back to LF.
+    bob.post(
+        "/brokers/kafka/publish/",
+        {"topic": target, "body_kind": "text", "body": "a\r\nb"},
+        HTTP_X_CSRFTOKEN=csrf(bob),
+    )
+    assert [r.value for r in read_all(kafka["bootstrap_servers"], target)][-1] == b"a\nb"
+
+    for params, status, says in (
+        ({"topic": source, "from": "0:5"}, 404, "There is no record at offset 5 of partition 0"),
+        ({"topic": source, "from": "zero"}, 400, "from must be partition:offset"),
+        ({"topic": source, "from": "7:0"}, 404, "partition"),
+    ):
+        refused = bob.get("/brokers/kafka/publish/", params)
+        assert refused.status_code == status, (params, refused.status_code)
+        assert says in refused.content.decode()
+    viewer = client_for("carol")
+    shown_to_viewer = viewer.get("/brokers/kafka/publish/", {"topic": source, "from": "0:0"})
+    assert shown_to_viewer.status_code == 200
+    assert "Publishing needs the operator role" in shown_to_viewer.content.decode()

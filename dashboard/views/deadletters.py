@@ -23,6 +23,7 @@ from dashboard.collector import adapter_for
 from dashboard.models import DeadLetterScan, Destination, Job
 from dashboard.views.messages import find, peek
 from dashboard.views.pages import get_broker_or_404
+from dashboard.views.params import typed
 
 
 @require_GET
@@ -231,7 +232,7 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
                     "routing_key": post.get("to_routing_key", ""),
                 }
         if post.get("edit_id"):
-            data["edit"] = deadletters.edit_from_form(post)
+            data["edit"] = deadletters.edit_from_form(typed(post, "edit_body"))
             data["selection"] = {"ids": [post["edit_id"]]}
         job = jobservice.create(request.user, broker, data)
     except (jobservice.Invalid, ValueError) as exc:

@@ -7,6 +7,8 @@ are RabbitMQ's. Nothing is sent unless every check passes.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -19,8 +21,10 @@ from dashboard.auth import OPERATOR, audit_publish, forbidden, has_role, publish
 from dashboard.kafka_search import TOPIC_NAME, kafka_adapter
 from dashboard.models import Broker, Destination
 from dashboard.views.api import error
+from dashboard.views.kafka_messages import open_reader
 from dashboard.views.messages import MAX_BODY, parse_body
-from dashboard.views.params import BadInput, header_pairs, json_object
+from dashboard.views.nats_common import text_or_none
+from dashboard.views.params import BadInput, header_pairs, json_object, typed
 
 
 def parse_kafka_headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -70,6 +74,8 @@ def send(user: Any, broker: Broker, data: Any) -> dict[str, Any]:
         partition=produced.partition,
         offset=produced.offset,
         key=key_text or None,
+        # Sent from "Re-produce…": the record it copies.
+        **({"copied_from": f"{data.get('from_topic')} {data['from']}"} if data.get("from") else {}),
     )
     return {
         "confirmed": True,
@@ -79,6 +85,52 @@ def send(user: Any, broker: Broker, data: Any) -> dict[str, Any]:
         "offset": produced.offset,
         "timestamp": produced.timestamp,
     }
+
+
+def copy_of(broker: Broker, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The publish form's fields holding a copy of the record `from` ("partition:offset")
+    of `from_topic` (or `topic`), and what the copy could not carry."""
+    source = str(data.get("from_topic") or data.get("topic") or "")
+    try:
+        partition, offset = (int(part) for part in str(data["from"]).split(":"))
+    except ValueError:
+        raise BadInput("from must be partition:offset, e.g. 0:42") from None
+    with open_reader(broker, source) as reader:
+        reader.check_partition(partition)
+        record = reader.record(partition, offset)
+    if record is None:
+        raise NotFound(
+            f"There is no record at offset {offset} of partition {partition} of {source}."
+        )
+    lost: list[str] = []
+    key = text_or_none(record.key) if record.key is not None else ""
+    if key is None:
+        key = ""
+        lost.append("its key is binary (a text key only here), so the copy has none")
+    kept = []
+    for name, value in record.headers:
+        text = text_or_none(value) if value is not None else None
+        if text is None:
+            lost.append(f"header {name!r} is binary or null")
+        else:
+            kept.append([name, text])
+    value = record.value
+    if value is None:
+        lost.append("it is a tombstone (a null value); the copy's value is empty")
+    text = text_or_none(value or b"")
+    if text is not None and "\r\n" in text and "\n" in text.replace("\r\n", ""):
+        # CRLF and bare LF both: a textarea sends back one kind only, so base64 it is.
+        text = None
+    form = {
+        "topic": str(data.get("topic") or source),
+        "key": key,
+        "headers": json.dumps(kept, ensure_ascii=False) if kept else "",
+        "body_kind": "text" if text is not None else "base64",
+        "body": text if text is not None else base64.b64encode(value or b"").decode(),
+        # The textarea shows CRLF as it is; the form says so, to get it back (params.typed).
+        "body_crlf": "1" if text and "\r\n" in text else "",
+    }
+    return form, {"topic": source, "partition": partition, "offset": offset, "lost": lost}
 
 
 def publish(request: HttpRequest, broker: Broker) -> HttpResponse:
@@ -91,11 +143,19 @@ def publish(request: HttpRequest, broker: Broker) -> HttpResponse:
     )
     ctx: dict[str, Any] = {"broker": broker, "form": data, "topics": topics}
     status = 200
+    if request.method == "GET" and data.get("from"):
+        # "Re-produce…" on a record: the form filled in with a copy of it, to change and send.
+        try:
+            ctx["form"], ctx["copied"] = copy_of(broker, data)
+        except (BadInput, NotFound) as exc:
+            ctx["error"], status = str(exc), 404 if isinstance(exc, NotFound) else 400
+        except BrokerError as exc:
+            ctx["error"], status = f"Could not read the record: {exc}", 502
     if request.method == "POST":
         if not has_role(request.user, OPERATOR):
             return forbidden(request, OPERATOR)
         try:
-            ctx["result"] = send(request.user, broker, data)
+            ctx["result"] = send(request.user, broker, typed(data))
         except (BadInput, ValueError) as exc:
             ctx["error"], status = str(exc), 400
         except Rejected as exc:

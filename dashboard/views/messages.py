@@ -27,7 +27,7 @@ from dashboard.auth import (
 from dashboard.collector import adapter_for
 from dashboard.models import Broker, Destination
 from dashboard.views.pages import get_broker_or_404
-from dashboard.views.params import json_object
+from dashboard.views.params import json_object, typed
 
 MAX_BROWSE = 200
 MAX_BODY = 16 * 1024 * 1024  # what the publish form accepts
@@ -285,7 +285,7 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
             if request.method == "POST":
                 if not has_role(request.user, OPERATOR):
                     return forbidden(request, OPERATOR)
-                body_bytes = parse_body(data.get("body_kind", "text"), data.get("body", ""))
+                body_bytes = parse_body(data.get("body_kind", "text"), typed(data).get("body", ""))
                 props: dict[str, Any] = {f: data[f] for f in PROPERTY_FIELDS if data.get(f)}
                 # An unticked checkbox is absent from the form: transient.
                 props["delivery_mode"] = 2 if data.get("persistent") else 1

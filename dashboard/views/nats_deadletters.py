@@ -31,6 +31,7 @@ from dashboard.models import Broker, Job
 from dashboard.views.api import error
 from dashboard.views.deadletters import edit_context
 from dashboard.views.pages import get_broker_or_404
+from dashboard.views.params import typed
 
 # Advisory filters in the page's query string: parameter -> advisory field.
 ADVISORY_FILTERS = {"s": "stream", "c": "consumer", "r": "reason"}
@@ -202,7 +203,7 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
         if post.get("to_subject", "").strip():
             data["destination"] = post["to_subject"].strip()
         if post.get("edit_id"):
-            data["edit"] = deadletters.edit_from_form(post)
+            data["edit"] = deadletters.edit_from_form(typed(post, "edit_body"))
             data["selection"] = {"ids": [post["edit_id"]]}
         job = jobservice.create(request.user, broker, data)
     except (jobservice.Invalid, ValueError) as exc:

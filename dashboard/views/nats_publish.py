@@ -44,7 +44,7 @@ from dashboard.views.nats_common import (
     stream_subjects,
     text_or_none,
 )
-from dashboard.views.params import BadInput, header_pairs, json_object
+from dashboard.views.params import BadInput, header_pairs, json_object, typed
 
 # NATS's own subjects: the JetStream API and acks, cluster internals, the system account.
 INTERNAL_PREFIXES = ("$JS.", "$JSC.", "$NRG.", "$SYS.")
@@ -238,7 +238,7 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
         if not has_role(request.user, OPERATOR):
             return forbidden(request, OPERATOR)
         try:
-            ctx["result"] = send(request.user, broker, data, jetstream=ctx["mode"] != "core")
+            ctx["result"] = send(request.user, broker, typed(data), jetstream=ctx["mode"] != "core")
         except (ValueError, TooBig) as exc:  # BadInput, a body that does not parse
             ctx["error"], status = str(exc), 400
         except NoResponders as exc:
@@ -265,7 +265,7 @@ def request_reply(request: HttpRequest, name: str) -> HttpResponse:
         if not has_role(request.user, OPERATOR):
             return forbidden(request, OPERATOR)
         try:
-            ctx["reply"] = reply_view(ask(request.user, broker, data))
+            ctx["reply"] = reply_view(ask(request.user, broker, typed(data)))
         except (ValueError, TooBig) as exc:
             ctx["error"], status = str(exc), 400
         except NoResponders as exc:

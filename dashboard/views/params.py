@@ -55,3 +55,15 @@ def json_object(request: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInput("the body must be a JSON object")
     return data
+
+
+def typed(post: Any, name: str = "body") -> Any:
+    """The form `post` with the textarea `name` as it was typed or shown. A browser sends
+    a textarea's line breaks as CRLF: they become LF again, unless the form says the
+    text had CRLF itself (a hidden `<name>_crlf`). The JSON APIs take text as it is."""
+    text = post.get(name)
+    if not isinstance(text, str) or "\r\n" not in text or post.get(f"{name}_crlf"):
+        return post
+    out = post.copy()
+    out[name] = text.replace("\r\n", "\n")
+    return out
