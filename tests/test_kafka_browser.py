@@ -98,9 +98,10 @@ def test_hostile_keys_headers_and_values_render_inert(
         b'\r\n{"id": 9,\r\n "note": "<b>bold</b>"}',  # CRLF only, one leading
         b"\nline one\nline two\n",  # LF only, one leading and one trailing
         b"one\r\ntwo\nthree",  # both kinds: copied as base64
+        b"one\rtwo",  # a bare CR: the same
         b"\xff\x00binary",
     ],
-    ids=["crlf", "lf", "mixed", "binary"],
+    ids=["crlf", "lf", "mixed", "cr", "binary"],
 )
 def test_re_produce_in_chromium_sends_the_record_byte_for_byte(
     stack, browser, make_topic, produce, unique_name, kafka, value

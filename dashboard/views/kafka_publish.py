@@ -118,8 +118,10 @@ def copy_of(broker: Broker, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if value is None:
         lost.append("it is a tombstone (a null value); the copy's value is empty")
     text = text_or_none(value or b"")
-    if text is not None and "\r\n" in text and "\n" in text.replace("\r\n", ""):
-        # CRLF and bare LF both: a textarea sends back one kind only, so base64 it is.
+    bare = (text or "").replace("\r\n", "")
+    if "\r" in bare or ("\n" in bare and "\r\n" in (text or "")):
+        # A bare CR, or CRLF and bare LF both: a textarea sends its line breaks back
+        # as one kind only, so that value comes as base64.
         text = None
     form = {
         "topic": str(data.get("topic") or source),
