@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 import uuid
 from collections import defaultdict
@@ -40,6 +39,7 @@ from kafka.admin import NewTopic
 from kafka.protocol.admin import DescribeGroupsRequest, ListGroupsRequest
 from kafka.protocol.consumer import ListOffsetsRequest, OffsetFetchRequest
 from kafka.protocol.metadata import MetadataRequest
+from timing import cycle_table, interleaved, timed
 
 from brokers.kafka import DESCRIBE_GROUPS_MAX_VERSION, Kafka
 
@@ -194,16 +194,6 @@ class Reference:
         self.admin.close()
 
 
-# -- timing -------------------------------------------------------------------
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """Wall-clock and this process's CPU seconds taken by `fn()`."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def bench(bootstrap: str, rounds: int) -> dict[str, float]:
     reference = Reference(bootstrap)
     adapter = Kafka(bootstrap, timeout=30)
@@ -225,28 +215,19 @@ def bench(bootstrap: str, rounds: int) -> dict[str, float]:
             "ours": adapter.collect,
             "topology": lambda: adapter.collect(topology=True),
         }
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-        # Interleaved, so that drift in the broker's load hits every variant alike.
-        for _ in range(rounds):
-            for name, fn in runs.items():
-                times[name].append(timed(fn))
+        times = interleaved(runs, rounds)
     finally:
         adapter.close()
         reference.close()
 
-    wall = {name: statistics.median(w for w, _ in v) for name, v in times.items()}
-    cpu = {name: statistics.median(c for _, c in v) for name, v in times.items()}
-    print(f"\n{'median of ' + str(rounds):30}{'wall':>9}{'min':>9}{'max':>9}{'our CPU':>9}")
-    for name, label in (
-        ("reference", "reference requests"),
-        ("ours", "collect()"),
-        ("topology", "collect(topology=True)"),
-    ):
-        w = [x for x, _ in times[name]]
-        print(
-            f"{label:30}{wall[name] * 1000:>7.0f}ms{min(w) * 1000:>7.0f}ms"
-            f"{max(w) * 1000:>7.0f}ms{cpu[name] * 1000:>7.0f}ms"
-        )
+    wall = cycle_table(
+        times,
+        {
+            "reference": "reference requests",
+            "ours": "collect()",
+            "topology": "collect(topology=True)",
+        },
+    )
     print(f"{'first collect() (cold cache)':30}{first_wall * 1000:>7.0f}ms")
     ratio = wall["ours"] / wall["reference"]
     ok = ratio <= TARGET and wall["ours"] <= TARGET_SECONDS

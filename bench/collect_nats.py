@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import nats
 import requests
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from timing import cycle_table, interleaved
 
 from brokers.nats import CONNZ_PARAMS, JSZ_PARAMS, Nats
 
@@ -122,16 +122,6 @@ class Reference:
         self.session.close()
 
 
-# -- timing -------------------------------------------------------------------
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """Wall-clock and this process's CPU seconds taken by `fn()`."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def bench(monitoring_url: str, rounds: int) -> dict[str, float]:
     reference = Reference(monitoring_url)
     reference_topology = Reference(monitoring_url, topology=True)
@@ -152,30 +142,21 @@ def bench(monitoring_url: str, rounds: int) -> dict[str, float]:
             "reference+subsz": reference_topology.run,
             "topology": lambda: adapter.collect(topology=True),
         }
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-        # Interleaved, so that drift in the server's load hits every variant alike.
-        for _ in range(rounds):
-            for name, fn in runs.items():
-                times[name].append(timed(fn))
+        times = interleaved(runs, rounds)
     finally:
         adapter.close()
         reference.close()
         reference_topology.close()
 
-    wall = {name: statistics.median(w for w, _ in v) for name, v in times.items()}
-    cpu = {name: statistics.median(c for _, c in v) for name, v in times.items()}
-    print(f"\n{'median of ' + str(rounds):32}{'wall':>9}{'min':>9}{'max':>9}{'our CPU':>9}")
-    for name, label in (
-        ("reference", "reference requests"),
-        ("ours", "collect()"),
-        ("reference+subsz", "reference requests + /subsz"),
-        ("topology", "collect(topology=True)"),
-    ):
-        w = [x for x, _ in times[name]]
-        print(
-            f"{label:32}{wall[name] * 1000:>7.0f}ms{min(w) * 1000:>7.0f}ms"
-            f"{max(w) * 1000:>7.0f}ms{cpu[name] * 1000:>7.0f}ms"
-        )
+    wall = cycle_table(
+        times,
+        {
+            "reference": "reference requests",
+            "ours": "collect()",
+            "reference+subsz": "reference requests + /subsz",
+            "topology": "collect(topology=True)",
+        },
+    )
     ratio = wall["ours"] / wall["reference"]
     ratio_topology = wall["topology"] / wall["reference+subsz"]
     ok = wall["ours"] <= TARGET_SECONDS and wall["topology"] <= TARGET_SECONDS

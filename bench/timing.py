@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 
 class Timed:
@@ -31,3 +32,41 @@ def report(heading: str, n: int, runs: dict[str, list[Timed]], target: float) ->
     verdict = "met" if ratio >= target else "NOT met"
     print(f"ours ÷ reference: {ratio:.2f} (target ≥ {target}: {verdict})")
     return ratio
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall-clock and this process's CPU seconds taken by `fn()`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def interleaved(
+    runs: dict[str, Callable[[], object]], rounds: int
+) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) seconds of each run, `rounds` times. The runs take turns, so drift
+    in the broker's load hits every one alike."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def cycle_table(
+    times: dict[str, list[tuple[float, float]]], labels: dict[str, str]
+) -> dict[str, float]:
+    """Print each run's median, fastest and slowest wall time and median CPU, in ms,
+    under `labels` (run name -> row label); return the median walls, in seconds."""
+    wall = {name: statistics.median(w for w, _ in v) for name, v in times.items()}
+    rounds = len(next(iter(times.values())))
+    width = max(30, *(len(label) + 2 for label in labels.values()))
+    print(f"\n{'median of ' + str(rounds):{width}}{'wall':>9}{'min':>9}{'max':>9}{'our CPU':>9}")
+    for name, label in labels.items():
+        w = [x for x, _ in times[name]]
+        cpu = statistics.median(c for _, c in times[name])
+        print(
+            f"{label:{width}}{wall[name] * 1000:>7.0f}ms{min(w) * 1000:>7.0f}ms"
+            f"{max(w) * 1000:>7.0f}ms{cpu * 1000:>7.0f}ms"
+        )
+    return wall
