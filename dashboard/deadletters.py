@@ -66,7 +66,10 @@ def _log_death_info(message: Message) -> dict[str, Any]:
     }
 
 
-def text_of(body: bytes) -> str | None:
+def text_of(body: bytes | None) -> str | None:
+    """`body` as text when it is UTF-8; None when it is not, or is None."""
+    if body is None:
+        return None
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:

@@ -7,6 +7,8 @@ use ends. `brokers.nats_client` knows nothing of Django; this is the bridge.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -15,16 +17,24 @@ from brokers.nats_client import NatsClient
 from dashboard.config import expand_options
 from dashboard.models import Broker
 
+Client = TypeVar("Client", bound=NatsClient)
 
-def nats_client(broker: Broker, name: str = "sluice", ping_interval: int = 20) -> NatsClient:
-    """A connected client for `broker` (a NATS one); BrokerError if it cannot be made."""
+
+def nats_client(
+    broker: Broker,
+    name: str = "sluice",
+    ping_interval: int = 20,
+    cls: type[Client] = NatsClient,  # type: ignore[assignment]
+) -> Client:
+    """A connected client for `broker` (a NATS one), of `cls` (a NatsClient or one
+    that extends it); BrokerError if it cannot be made."""
     if broker.kind != "nats":
         raise BrokerError(f"{broker.name} is not a NATS broker", retryable=False)
     try:
         options = expand_options(broker.options, broker.name)
     except ImproperlyConfigured as exc:  # a ${VAR} that is not set
         raise BrokerError(str(exc), retryable=False) from None
-    return NatsClient(
+    return cls(
         options,
         timeout=settings.SLUICE_BROKER_TIMEOUT,
         name=name,

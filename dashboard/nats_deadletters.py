@@ -20,27 +20,21 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import ImproperlyConfigured
 
 from brokers.base import BrokerError, Message
 from brokers.nats_advisories import CaptureStatus, ensure_capture, manual_command
 from brokers.nats_pipeline import DeadLetterClient
 from brokers.nats_transfer import REASON_HEADERS, origin_subject
-from dashboard.config import expand_options
+from dashboard.deadletters import text_of
 from dashboard.models import Broker, Destination
+from dashboard.nats_connect import nats_client
 
 log = logging.getLogger(__name__)
 
 
 def client_for(broker: Broker, name: str = "sluice-dead-letters") -> DeadLetterClient:
     """A connected client on the broker's client port; BrokerError if it has none or is down."""
-    if broker.kind != "nats":
-        raise BrokerError(f"{broker.name} is not a NATS broker", retryable=False)
-    try:
-        options = expand_options(broker.options, broker.name)
-    except ImproperlyConfigured as exc:  # a ${VAR} that is not set
-        raise BrokerError(str(exc), retryable=False) from None
-    return DeadLetterClient(options, timeout=settings.SLUICE_BROKER_TIMEOUT, name=name)
+    return nats_client(broker, name, cls=DeadLetterClient)
 
 
 def _status_key(broker: Broker) -> str:
@@ -155,7 +149,7 @@ def death_info(message: Message) -> dict[str, Any]:
 
 def row(message: Message) -> dict[str, Any]:
     """One dead letter as the page lists it."""
-    text = _text(message.body)
+    text = text_of(message.body)
     props = message.properties
     return {
         "id": message.id,
@@ -174,13 +168,6 @@ def row(message: Message) -> dict[str, Any]:
         "preview": (text if text is not None else message.body[:64].hex(" "))[:300],
         "binary": text is None,
     }
-
-
-def _text(body: bytes) -> str | None:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def groups(

@@ -60,12 +60,9 @@ def duration(value: Any) -> str:
 @register.filter
 def server_time(value: Any) -> datetime | None:
     """A server's ISO timestamp as a datetime, for the date filter."""
-    if not value or str(value).startswith("0001-"):
-        return None
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
+    from brokers.nats_monitor import parse_time
+
+    return parse_time(value)
 
 
 @register.filter

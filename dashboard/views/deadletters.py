@@ -178,13 +178,15 @@ def _kafka_ranges(post: Any) -> list[dict[str, int]]:
     return [item]
 
 
-def _selection(post: Any) -> dict[str, Any]:
+def selection_from_form(post: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The selection a dead-letters form posts: the ticked ids, a filter on `fields`
+    (plus a header, and since/until in Unix seconds where the form has them), or all."""
     how = post.get("select", "all")
     if how == "ids":
         return {"ids": post.getlist("id")}
     if how == "filter":
         rule: dict[str, Any] = {}
-        for field in ("reason", "queue", "exchange", "routing_key", "body_contains"):
+        for field in fields:
             if post.get(f"f_{field}"):
                 rule[field] = post[f"f_{field}"]
         if post.get("f_header_name"):
@@ -212,7 +214,9 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
         data: dict[str, Any] = {
             "action": post.get("action"),
             "source": post.get("queue"),
-            "selection": _selection(post),
+            "selection": selection_from_form(
+                post, ("reason", "queue", "exchange", "routing_key", "body_contains")
+            ),
             "mode": post.get("mode", "auto"),
             "dry_run": True,
             "batch_size": int(post.get("batch_size") or 500),

@@ -23,6 +23,7 @@ from brokers.kafka_filters import FilterError, Matcher, compile_filters
 from brokers.kafka_messages import NotFound, Page, Record, Rejected, TopicReader
 from dashboard import messageview
 from dashboard.auth import VIEWER, require_role
+from dashboard.deadletters import text_of
 from dashboard.kafka_search import TOPIC_NAME, kafka_adapter, shown_bytes
 from dashboard.models import Broker, Destination
 from dashboard.views import kafka_searches
@@ -119,13 +120,6 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
 
-def _text(data: bytes | None) -> str | None:
-    try:
-        return None if data is None else data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def record_json(record: Record) -> dict[str, Any]:
     """A record for the API: text where the bytes are UTF-8, base64 always."""
     return {
@@ -133,13 +127,13 @@ def record_json(record: Record) -> dict[str, Any]:
         "offset": record.offset,
         "timestamp": record.timestamp,
         "timestamp_type": record.timestamp_type,
-        "key": _text(record.key),
+        "key": text_of(record.key),
         "key_base64": _b64(record.key),
         "headers": [
-            {"name": name, "value": _text(value), "value_base64": _b64(value)}
+            {"name": name, "value": text_of(value), "value_base64": _b64(value)}
             for name, value in record.headers
         ],
-        "value": _text(record.value),
+        "value": text_of(record.value),
         "value_base64": _b64(record.value),
         "size": record.size,
         "truncated": record.truncated,

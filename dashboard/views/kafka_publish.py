@@ -18,12 +18,12 @@ from brokers.base import BrokerError
 from brokers.kafka_messages import NotFound, Rejected
 from brokers.kafka_publish import produce
 from dashboard.auth import OPERATOR, audit_publish, forbidden, has_role, publish_failure_audited
+from dashboard.deadletters import text_of
 from dashboard.kafka_search import TOPIC_NAME, kafka_adapter
 from dashboard.models import Broker, Destination
 from dashboard.views.api import error
 from dashboard.views.kafka_messages import open_reader
 from dashboard.views.messages import MAX_BODY, parse_body
-from dashboard.views.nats_common import text_or_none
 from dashboard.views.params import BadInput, header_pairs, json_object, typed
 
 
@@ -103,13 +103,13 @@ def copy_of(broker: Broker, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             f"There is no record at offset {offset} of partition {partition} of {source}."
         )
     lost: list[str] = []
-    key = text_or_none(record.key) if record.key is not None else ""
+    key = text_of(record.key) if record.key is not None else ""
     if key is None:
         key = ""
         lost.append("its key is binary (a text key only here), so the copy has none")
     kept = []
     for name, value in record.headers:
-        text = text_or_none(value) if value is not None else None
+        text = text_of(value)
         if text is None:
             lost.append(f"header {name!r} is binary or null")
         else:
@@ -117,7 +117,7 @@ def copy_of(broker: Broker, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     value = record.value
     if value is None:
         lost.append("it is a tombstone (a null value); the copy's value is empty")
-    text = text_or_none(value or b"")
+    text = text_of(value or b"")
     bare = (text or "").replace("\r\n", "")
     if "\r" in bare or ("\n" in bare and "\r\n" in (text or "")):
         # A bare CR, or CRLF and bare LF both: a textarea sends its line breaks back

@@ -8,10 +8,11 @@ from dashboard.models import Broker, Destination
 from dashboard.views.pages import get_broker_or_404
 
 
-def get_nats_broker_or_404(name: str) -> Broker:
+def get_nats_broker_or_404(name: str, other_kind: str = "") -> Broker:
+    """The NATS broker named `name`; a 404 saying `other_kind` (or why not) if it is another."""
     broker = get_broker_or_404(name)
     if broker.kind != "nats":
-        raise Http404(f"{name} is not a NATS broker: it has no streams or subjects.")
+        raise Http404(other_kind or f"{name} is not a NATS broker: it has no streams or subjects.")
     return broker
 
 
@@ -19,14 +20,6 @@ def api_broker(name: str) -> Broker | None:
     """The NATS broker named `name`, or None (the API answers 404 itself)."""
     broker = Broker.objects.filter(name=name).first()
     return broker if broker is not None and broker.kind == "nats" else None
-
-
-def text_or_none(data: bytes) -> str | None:
-    """`data` as text when it is UTF-8; the API gives base64 beside it."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def sentence(text: str) -> str:

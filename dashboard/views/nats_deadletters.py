@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages as flash
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -28,9 +28,9 @@ from dashboard import deadletters, jobservice
 from dashboard import nats_deadletters as dl
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
 from dashboard.models import Broker, Job
+from dashboard.views import nats_common
 from dashboard.views.api import error
-from dashboard.views.deadletters import edit_context
-from dashboard.views.pages import get_broker_or_404
+from dashboard.views.deadletters import edit_context, selection_from_form
 from dashboard.views.params import typed
 
 # Advisory filters in the page's query string: parameter -> advisory field.
@@ -38,10 +38,9 @@ ADVISORY_FILTERS = {"s": "stream", "c": "consumer", "r": "reason"}
 
 
 def get_nats_broker_or_404(name: str) -> Broker:
-    broker = get_broker_or_404(name)
-    if broker.kind != "nats":
-        raise Http404("Dead letters of this kind are on the broker's dead-letters page.")
-    return broker
+    return nats_common.get_nats_broker_or_404(
+        name, "Dead letters of this kind are on the broker's dead-letters page."
+    )
 
 
 def _when(ts: float | None) -> datetime | None:
@@ -164,24 +163,6 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "dashboard/nats/deadletters.html", ctx)
 
 
-def _selection(post: Any) -> dict[str, Any]:
-    how = post.get("select", "all")
-    if how == "ids":
-        return {"ids": post.getlist("id")}
-    if how == "filter":
-        rule: dict[str, Any] = {}
-        for field in ("stream", "consumer", "reason", "subject", "body_contains"):
-            if post.get(f"f_{field}"):
-                rule[field] = post[f"f_{field}"]
-        if post.get("f_header_name"):
-            rule["header"] = {
-                "name": post["f_header_name"],
-                "value": post.get("f_header_value", ""),
-            }
-        return {"filter": rule}
-    return {"all": True}
-
-
 @require_POST
 @require_role(OPERATOR)
 def act(request: HttpRequest, name: str) -> HttpResponse:
@@ -193,7 +174,9 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
         data: dict[str, Any] = {
             "action": post.get("action", "replay"),
             "source": post.get("source"),
-            "selection": _selection(post),
+            "selection": selection_from_form(
+                post, ("stream", "consumer", "reason", "subject", "body_contains")
+            ),
             "dry_run": True,
             "batch_size": int(post.get("batch_size") or 1000),
             "delete_original": post.get("delete_original") == "on",

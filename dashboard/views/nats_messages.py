@@ -23,6 +23,7 @@ from brokers.nats_browse import Page, Rejected, StreamBrowser
 from brokers.nats_client import BadSubject, Missing, StoredMsg, check_subject
 from dashboard import messageview, tail
 from dashboard.auth import VIEWER, require_role
+from dashboard.deadletters import text_of
 from dashboard.kafka_search import shown_bytes
 from dashboard.models import Broker, Destination
 from dashboard.nats_connect import nats_client
@@ -34,7 +35,6 @@ from dashboard.views.nats_common import (
     get_nats_broker_or_404,
     sentence,
     stream_subjects,
-    text_or_none,
 )
 from dashboard.views.params import BadInput, whole
 
@@ -110,12 +110,12 @@ def msg_json(m: StoredMsg) -> dict[str, Any]:
         "headers": [
             {
                 "name": name,
-                "value": text_or_none(value),
+                "value": text_of(value),
                 "value_base64": base64.b64encode(value).decode(),
             }
             for name, value in m.headers
         ],
-        "body": text_or_none(m.body),
+        "body": text_of(m.body),
         "body_base64": base64.b64encode(m.body).decode(),
         "size": m.size,
         "truncated": m.truncated,

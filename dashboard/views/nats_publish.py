@@ -33,6 +33,7 @@ from dashboard.auth import (
     publish_failure_audited,
     require_role,
 )
+from dashboard.deadletters import text_of
 from dashboard.kafka_search import shown_bytes
 from dashboard.models import Broker
 from dashboard.nats_connect import nats_client
@@ -42,7 +43,6 @@ from dashboard.views.nats_common import (
     api_broker,
     get_nats_broker_or_404,
     stream_subjects,
-    text_or_none,
 )
 from dashboard.views.params import BadInput, header_pairs, json_object, typed
 
@@ -320,10 +320,10 @@ def api_request(request: HttpRequest, name: str) -> JsonResponse:
             "subject": reply.subject,
             "latency_ms": round(reply.latency_ms, 3),
             "headers": [
-                {"name": n, "value": text_or_none(v), "value_base64": base64.b64encode(v).decode()}
+                {"name": n, "value": text_of(v), "value_base64": base64.b64encode(v).decode()}
                 for n, v in reply.headers
             ],
-            "body": text_or_none(reply.body),
+            "body": text_of(reply.body),
             "body_base64": base64.b64encode(reply.body).decode(),
             "size": len(reply.body),
             "stored_by": stored_by(reply),
