@@ -123,3 +123,23 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.5
             return last
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
+
+
+# -- collections stamped at chosen times (the status windows judge over them) ---------
+
+STEP = 15  # seconds between the stamped collections
+
+
+def collect_at(broker: Any, now: float) -> None:
+    """One collection of `broker`, as if at Unix time `now`; it must succeed."""
+    from dashboard import collector
+
+    broker.refresh_from_db()
+    assert collector.collect(broker, now=now), broker.error
+
+
+def collect_series(broker: Any, start: float, count: int = 3) -> float:
+    """`count` collections STEP apart from `start`; returns the last one's time."""
+    for i in range(count):
+        collect_at(broker, start + i * STEP)
+    return start + (count - 1) * STEP

@@ -10,6 +10,7 @@ unless asked otherwise. Apache Kafka has no such problem.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -108,3 +109,20 @@ def read_all(bootstrap_servers: str, topic: str, timeout: float = 5.0) -> list[A
         return sorted(out, key=lambda r: (r.partition, r.offset))
     finally:
         consumer.close()
+
+
+def joined_consumer(bootstrap_servers: str, topic: str, group: str, **config: Any) -> Any:
+    """A KafkaConsumer of `group` on `topic`, committing by hand, once it holds its
+    partitions (or after 30 s): the caller closes it."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **{**FAST_GROUP, **config},
+    )
+    deadline = time.monotonic() + 30
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(200)
+    return consumer

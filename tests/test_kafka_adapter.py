@@ -18,6 +18,7 @@ from kafka import (
 
 from brokers.base import BrokerError, Destination, Snapshot
 from brokers.kafka import Kafka
+from tests.kafka_fixtures import joined_consumer
 
 
 def _free_port() -> int:
@@ -231,9 +232,6 @@ def test_collect_after_close_reconnects(adapter: Kafka, admin: Any, unique_name:
 # -- topics: partitions, configs, sizes -----------------------------------------
 
 
-FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-
-
 def test_topic_partitions_show_leader_replicas_isr_and_offsets(
     adapter: Kafka, admin: Any, produce: Callable[..., None], unique_name: str
 ) -> None:
@@ -327,19 +325,10 @@ def test_members_show_client_host_and_the_partitions_assigned_to_them(
     create_topic(admin, unique_name, partitions=2)
     produce(unique_name, 2, partition=0)
     group = f"{unique_name}-group"
-    consumer = KafkaConsumer(
-        unique_name,
-        bootstrap_servers=kafka["bootstrap_servers"],
-        group_id=group,
-        client_id=f"{unique_name}-client",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **FAST_GROUP,
+    consumer = joined_consumer(
+        kafka["bootstrap_servers"], unique_name, group, client_id=f"{unique_name}-client"
     )
     try:
-        deadline = time.monotonic() + 30
-        while not consumer.assignment() and time.monotonic() < deadline:
-            consumer.poll(200)
         consumer.commit({TopicPartition(unique_name, 0): OffsetAndMetadata(1, None, -1)})
         dest = find(adapter.collect(), f"group/{group}")
     finally:

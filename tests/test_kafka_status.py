@@ -15,29 +15,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
 from dashboard import collector, kafkastatus, queries
 from dashboard.models import Broker, Destination
-from tests.app_fixtures import closed_port
-from tests.kafka_fixtures import FAST_GROUP
+from tests.app_fixtures import STEP, closed_port, collect_at, collect_series
+from tests.kafka_fixtures import joined_consumer
 
 pytestmark = pytest.mark.django_db
-
-STEP = 15  # seconds between the stamped collections
-
-
-def collect_at(broker: Broker, now: float) -> None:
-    broker.refresh_from_db()
-    assert collector.collect(broker, now=now), broker.error
-
-
-def collect_series(broker: Broker, start: float, count: int = 3) -> float:
-    """`count` collections STEP apart from `start`; returns the last one's time."""
-    for i in range(count):
-        collect_at(broker, start + i * STEP)
-    return start + (count - 1) * STEP
 
 
 def group(broker: Broker, gid: str) -> Destination:
@@ -105,18 +91,8 @@ def test_a_group_with_members_whose_offsets_do_not_move_is_STALL(
     topic = make_topic(f"{unique_name}-orders")
     produce(topic, 6)
     gid = f"{unique_name}-stuck"
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=kafka["bootstrap_servers"],
-        group_id=gid,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **FAST_GROUP,
-    )
+    consumer = joined_consumer(kafka["bootstrap_servers"], topic, gid)
     try:
-        deadline = time.monotonic() + 30
-        while not consumer.assignment() and time.monotonic() < deadline:
-            consumer.poll(200)
         # It commits once, then reads on without committing again: stuck.
         consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(2, None, -1)})
         last = collect_series(kafka_broker, time.time())
@@ -263,18 +239,8 @@ def test_topic_and_group_panels_render_partitions_configs_members_and_status(
     # Tansu 0.6 lists a group id holding <, >, " or / percent-encoded (and so
     # not as itself), so hostile group ids cannot be tried against it.
     gid = f"{unique_name}.reader-1_a"
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=kafka["bootstrap_servers"],
-        group_id=gid,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **FAST_GROUP,
-    )
+    consumer = joined_consumer(kafka["bootstrap_servers"], topic, gid)
     try:
-        deadline = time.monotonic() + 30
-        while not consumer.assignment() and time.monotonic() < deadline:
-            consumer.poll(200)
         consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(1, None, -1)})
         collect_at(kafka_broker, time.time())
     finally:

@@ -22,24 +22,10 @@ from nats.js.api import AckPolicy
 
 from dashboard import collector, natsstatus, queries
 from dashboard.models import Broker, Destination
-from tests.app_fixtures import closed_port
+from tests.app_fixtures import STEP, closed_port, collect_at, collect_series
 from tests.nats_fixtures import JetStream, NatsServer, free_port, start_linked_servers
 
 pytestmark = pytest.mark.django_db
-
-STEP = 15  # seconds between the stamped collections
-
-
-def collect_at(broker: Broker, now: float) -> None:
-    broker.refresh_from_db()
-    assert collector.collect(broker, now=now), broker.error
-
-
-def collect_series(broker: Broker, start: float, count: int = 3) -> float:
-    """`count` collections STEP apart from `start`; returns the last one's time."""
-    for i in range(count):
-        collect_at(broker, start + i * STEP)
-    return start + (count - 1) * STEP
 
 
 def stream_name(unique_name: str) -> str:
