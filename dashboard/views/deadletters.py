@@ -15,12 +15,14 @@ from django.views.decorators.http import require_GET, require_POST
 from kafka import KafkaConsumer
 
 from brokers.base import BrokerError
-from brokers.kafka_transfer import log_range, newest_headers
+from brokers.kafka_messages import NotFound
+from brokers.kafka_transfer import as_message, log_range, newest_headers
 from brokers.kafka_transfer import peek as peek_log
 from dashboard import deadletters, jobservice, kafka_jobs, messageview
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.collector import adapter_for
 from dashboard.models import DeadLetterScan, Destination, Job
+from dashboard.views.kafka_messages import open_reader
 from dashboard.views.messages import find, peek
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import typed
@@ -306,19 +308,15 @@ def edit_context(message: Any) -> dict[str, Any]:
 
 
 def _kafka_record(broker: Any, topic: str, record_id: str) -> Any:
-    """The record "partition:offset" of `topic`, or None if the log no longer holds it."""
+    """The record "partition:offset" of `topic` as a Message, or None if the log no longer holds it."""
     try:
         partition, offset = (int(part) for part in record_id.split(":"))
     except ValueError:
         raise jobservice.Invalid(f"{record_id[:40]!r} is not a record (partition:offset)") from None
-    adapter = adapter_for(broker)
-    consumer = adapter.client(KafkaConsumer, group_id=None, enable_auto_commit=False)  # type: ignore[attr-defined]
     try:
-        ranges = log_range(consumer, topic)
-    finally:
-        consumer.close()
-    lo, hi = ranges.get(partition, (0, 0))
-    if not lo <= offset < hi:
+        with open_reader(broker, topic) as reader:
+            reader.check_partition(partition)
+            record = reader.record(partition, offset)
+    except NotFound:
         return None
-    got = peek_log(adapter, topic, {partition: (offset, offset + 1)}, 1)
-    return got[0] if got and got[0].id == record_id else None
+    return as_message(record) if record is not None else None
