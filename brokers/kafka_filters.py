@@ -6,8 +6,10 @@ records at once (`Matcher.select`), so a scan of millions of records pays one
 list comprehension per filter rather than a function call per record.
 
 Everything is matched on the raw bytes the broker returned: text typed by the
-user is encoded as UTF-8, and a regex is a bytes regex (so `\\w` and friends
-mean ASCII). The JSON-path subset is small on purpose and cannot run code:
+user is encoded as UTF-8, and a regex runs over bytes (so `\\w` and friends
+mean ASCII) in RE2, in time linear in the record, whatever the pattern (see
+`brokers.linear_regex`; no backreferences or lookaround). The JSON-path subset
+is small on purpose and cannot run code:
 
     $.order.id == 42        dotted names, [index], ["odd key"], then == or !=
     $.items[0].sku != "x"   and a JSON literal: number, "string", true, false, null
@@ -21,6 +23,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from brokers.linear_regex import PatternError, compile_search
 
 KEY_MODES = ("substring", "exact")
 BODY_MODES = ("substring", "regex", "json")
@@ -180,10 +184,10 @@ def _contains_step(needle: bytes) -> Step:
 
 def _regex_step(pattern: str) -> Step:
     try:
-        search = re.compile(pattern.encode()).search
-    except re.error as exc:
-        raise FilterError(f"the regular expression is not valid: {exc}") from None
-    return lambda rs: [r for r in rs if r.value is not None and search(r.value)]
+        found = compile_search(pattern)
+    except PatternError as exc:
+        raise FilterError(str(exc)) from None
+    return lambda rs: [r for r in rs if r.value is not None and found(r.value)]
 
 
 # -- JSON path ---------------------------------------------------------------

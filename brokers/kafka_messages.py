@@ -15,8 +15,7 @@ broker that answers ListOffsets(timestamp) with no real answer (Tansu: offset
 
 Cannot:
     - read the records of aborted transactions differently from committed
-      ones (isolation is read_uncommitted: an operator sees what is stored);
-    - stop a regex that backtracks badly (patterns are length-limited only).
+      ones (isolation is read_uncommitted: an operator sees what is stored).
 """
 
 from __future__ import annotations
@@ -339,6 +338,13 @@ class TopicReader:
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
+        except errors.CorruptRecordError as exc:
+            # The data's fault, not the cluster's: kafka-python gives up on a whole batch
+            # when one record in it cannot be decoded (a header name that is not UTF-8).
+            raise Rejected(
+                f"a record of {self.topic!r} in the range read cannot be decoded ({exc});"
+                " read from past it"
+            ) from None
         except errors.KafkaError as exc:
             raise self.adapter._error(exc) from None
 

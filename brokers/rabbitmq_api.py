@@ -100,6 +100,13 @@ class ManagementAPI:
             raise self._refused(resp, path)
         try:
             return resp.json()
+        except RecursionError:
+            # RabbitMQ keeps a header nested thousands of levels deep; Python's JSON cannot read it.
+            raise BrokerError(
+                f"{self.host} answered {path} with JSON nested too deeply to read"
+                " (a message with headers nested thousands of levels deep?)",
+                retryable=False,
+            ) from None
         except ValueError:
             raise BrokerError(
                 f"{self.host} answered {path} with something that is not JSON;"

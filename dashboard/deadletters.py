@@ -11,42 +11,43 @@ import base64
 import fnmatch
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 
+from brokers import readable
 from brokers.base import Message
+from brokers.rabbitmq_amqp.deaths import history
+from brokers.readable import Unreadable
 
 
 def death_info(message: Message) -> dict[str, Any]:
-    """Reason, original queue, exchange, routing key and time of a dead letter's first death."""
+    """Reason, original queue, exchange, routing key and time (Unix s) of a dead letter's first
+    death; fields the headers hold in an odd form read "unreadable: ..." (`deaths.history`)."""
     if "nats_stream" in message.properties:  # a NATS dead letter: stream, consumer, subject
         from dashboard.nats_deadletters import death_info as nats_death_info
 
         return nats_death_info(message)
-    headers = message.headers
-    deaths = headers.get("x-death") or []
-    first_queue = headers.get("x-first-death-queue", "")
-    entry: dict[str, Any] = {}
-    if isinstance(deaths, list) and deaths:
-        matching = [d for d in deaths if isinstance(d, dict) and d.get("queue") == first_queue]
-        entry = matching[0] if matching else (deaths[-1] if isinstance(deaths[-1], dict) else {})
-    keys = entry.get("routing-keys") or []
-    when = entry.get("time")
-    if not deaths and not first_queue and "partition" in message.properties:
-        return _log_death_info(message)  # a Kafka record
+    h = history(message.headers)
+    if not h.deaths and not message.headers.get("x-first-death-queue"):
+        if "partition" in message.properties:
+            return _log_death_info(message)  # a Kafka record
     return {
-        "reason": headers.get("x-first-death-reason") or entry.get("reason", ""),
-        "queue": first_queue or entry.get("queue", ""),
-        "exchange": headers.get("x-first-death-exchange", entry.get("exchange", "")),
-        "routing_key": keys[0] if keys else "",
-        "count": sum(int(d.get("count", 1) or 1) for d in deaths if isinstance(d, dict)),
-        "time": int(when)
-        if isinstance(when, (int, float))
-        else message.properties.get("timestamp"),
-        "deaths": deaths if isinstance(deaths, list) else [],
+        "reason": _shown(h.reason),
+        "queue": _shown(h.queue),
+        "exchange": _shown(h.exchange),
+        "routing_key": _shown(h.routing_key),
+        "count": h.count,
+        "time": h.time
+        if h.time is not None
+        else readable.seconds(message.properties.get("timestamp")),
+        "deaths": list(h.deaths),
     }
+
+
+def _shown(value: str | Unreadable | None) -> str:
+    return "" if value is None else str(value)
 
 
 def _log_death_info(message: Message) -> dict[str, Any]:
@@ -96,7 +97,7 @@ def matches(message: Message, rule: dict[str, Any]) -> bool:
             return False
     since, until = rule.get("since"), rule.get("until")
     if since is not None or until is not None:
-        when = info.get("time")
+        when = readable.seconds(info.get("time"))
         if when is None:
             return False
         if since is not None and when < int(since):
@@ -151,9 +152,17 @@ def check_selection(selection: Any) -> dict[str, Any]:
         unknown = set(rule) - FILTER_FIELDS
         if unknown:
             raise ValueError(f"unknown filter field(s): {', '.join(sorted(unknown))}")
+        for field in ("reason", "queue", "exchange", "routing_key", "body_contains"):
+            if rule.get(field) is not None and not isinstance(rule[field], str):
+                raise ValueError(f'filter "{field}" must be text')
         header = rule.get("header")
-        if header is not None and (not isinstance(header, dict) or not header.get("name")):
-            raise ValueError('filter "header" must be {"name": ..., "value": ...}')
+        if header is not None and (
+            not isinstance(header, dict)
+            or not isinstance(header.get("name"), str)
+            or not header["name"]
+            or not isinstance(header.get("value", ""), str | None)
+        ):
+            raise ValueError('filter "header" must be {"name": "...", "value": "..."}')
         for bound in ("since", "until"):
             if rule.get(bound) is not None and not isinstance(rule[bound], int):
                 raise ValueError(f'filter "{bound}" must be Unix seconds')
@@ -211,6 +220,8 @@ def edit_from_form(post: Any) -> dict[str, Any]:
             edit["headers"] = json.loads(post["edit_headers"])
         except ValueError as exc:
             raise ValueError(f"the headers must be a JSON object: {exc}") from None
+        except RecursionError:
+            raise ValueError("the headers are nested too deeply") from None
     return edit
 
 
@@ -369,11 +380,12 @@ def summary(message: Message, header: str = "") -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    return (
-        value
-        if isinstance(value, (str, int, float, bool)) or value is None
-        else json.dumps(value, default=str)
-    )
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    try:
+        return json.dumps(value, default=str)
+    except (RecursionError, ValueError):  # nested deeper than a page can show
+        return str(readable.unreadable("nested too deep to show", type(value).__name__))
 
 
 GROUPS = {
@@ -395,5 +407,6 @@ def groups(messages: list[dict[str, Any]], by: str, header: str = "") -> list[tu
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def when(ts: int | None) -> datetime | None:
-    return datetime.fromtimestamp(ts, UTC) if ts else None
+def when(ts: Any) -> datetime | Unreadable | None:
+    """Unix seconds as a UTC datetime; Unreadable out of range; None for none (or 0)."""
+    return readable.utc_time(ts) if ts else None

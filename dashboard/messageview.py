@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 from typing import Any
 
+from brokers import readable
 from brokers.base import Message
+from brokers.readable import Unreadable
 from dashboard import deadletters
 
 HEX_LIMIT = 4096  # bytes of a binary body shown as hex
@@ -23,33 +24,31 @@ def hexdump(data: bytes) -> str:
 
 
 def shown(message: Message) -> dict[str, Any]:
-    """Everything a template needs; all of it is escaped on output."""
+    """Everything a template needs; all of it is escaped on output.
+
+    A property or header the broker holds in a form that cannot be shown
+    (a timestamp out of range, an x-death entry of odd types) reads as
+    "unreadable: ..." where it would be, and the rest shows as usual.
+    """
     text = deadletters.text_of(message.body)
     pretty = None
     if text is not None and text.strip()[:1] in ("{", "["):
         try:
             pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):
             pretty = None
     props = dict(message.properties)
-    if isinstance(props.get("timestamp"), int):
-        props["timestamp"] = (
-            f"{props['timestamp']} ({datetime.fromtimestamp(props['timestamp'], UTC):%Y-%m-%d %H:%M:%S} UTC)"
-        )
-    deaths = []
-    for d in deadletters.death_info(message)["deaths"]:
-        if isinstance(d, dict):
-            t = d.get("time")
-            deaths.append(
-                {
-                    **d,
-                    "when": datetime.fromtimestamp(t, UTC) if isinstance(t, (int, float)) else None,
-                }
-            )
+    if "timestamp" in props:
+        props["timestamp"] = timestamp_text(props["timestamp"])
+    deaths = deadletters.death_info(message)["deaths"]
+    # x-death shows as a table when it is a list; anything else shows raw, as any header.
+    as_table = isinstance(message.headers.get("x-death"), list)
     return {
         "m": message,
         "properties": props,
-        "headers": {k: v for k, v in message.headers.items() if k != "x-death"},
+        "headers": {
+            k: _value_text(v) for k, v in message.headers.items() if k != "x-death" or not as_table
+        },
         "deaths": deaths,
         "text": text,
         "json": pretty,
@@ -58,6 +57,24 @@ def shown(message: Message) -> dict[str, Any]:
         "binary": text is None,
         "size": message.size or len(message.body),
     }
+
+
+def timestamp_text(value: Any) -> Any:
+    """An AMQP timestamp property (Unix seconds) with its UTC time, or why it has none."""
+    moment = readable.utc_time(value)
+    if isinstance(moment, Unreadable):
+        return moment
+    return f"{value} ({moment:%Y-%m-%d %H:%M:%S} UTC)" if moment is not None else value
+
+
+def _value_text(value: Any) -> Any:
+    """A header value as the page shows it; text for nested values, which may be too deep to show."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    try:
+        return str(value)
+    except (RecursionError, ValueError):
+        return readable.unreadable("nested too deep to show", type(value).__name__)
 
 
 # -- Kafka records: a body on its own, and a collapsible outline of JSON ------

@@ -13,7 +13,8 @@ Options:
                 batch's confirms (counted from the last confirm that arrived)
 
 Also here, pure and broker-free: `routes` (where a message would go, from
-collected bindings) and `replay_target` (where a dead letter came from).
+collected bindings), `history` (a dead letter's x-death, read defensively) and
+`replay_target` (where a dead letter came from).
 
 Modules:
     codec       the wire format of basic properties and field tables; json_safe
@@ -23,6 +24,7 @@ Modules:
     transfer    AmqpTransfer: consume, publish confirmed, then ack
     browsing    browse: the management API's get, or a stream read over AMQP
     routing     routes, topic_matches, headers_match, replay_target
+    deaths      history: x-death and x-first-death-*, every field read defensively
 
 Speed: pika's BlockingChannel waits for each publisher confirm, and its
 pure-Python frame handling costs more per message than everything else. So
@@ -64,6 +66,7 @@ from brokers.rabbitmq_amqp.codec import (
     encode_properties,
     json_safe,
 )
+from brokers.rabbitmq_amqp.deaths import Death, History, history
 from brokers.rabbitmq_amqp.messages import (
     PROPERTY_NAMES,
     VOLATILE_HEADERS,
@@ -103,12 +106,15 @@ __all__ = [
     "WHOLE_DELIVERY",
     "AmqpTransfer",
     "ChannelClosed",
+    "Death",
+    "History",
     "RawProperties",
     "browse",
     "channel_error",
     "encode_properties",
     "fingerprint",
     "headers_match",
+    "history",
     "json_safe",
     "message_from_amqp",
     "properties_dict",

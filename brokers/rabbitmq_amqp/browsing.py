@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from brokers.base import Message
+from brokers.rabbitmq_amqp.codec import MAX_DEPTH, TOO_DEEP
 from brokers.rabbitmq_amqp.messages import PROPERTY_NAMES, _message, fingerprint
 from brokers.rabbitmq_amqp.wire import _Connection
 from brokers.rabbitmq_api import ManagementAPI, quote_path
@@ -75,14 +76,17 @@ def _message_from_api(item: dict[str, Any]) -> Message:
     )
 
 
-def _from_api(value: Any) -> Any:
-    """A header value from the management API's JSON, as `json_safe` renders it from AMQP."""
+def _from_api(value: Any, depth: int = 0) -> Any:
+    """A header value from the management API's JSON, as `json_safe` renders it from AMQP
+    (and as the codec does, TOO_DEEP past MAX_DEPTH levels)."""
     if isinstance(value, str) and value.startswith(API_NOT_UTF8):
         return {"base64": value[len(API_NOT_UTF8) :]}
+    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(value, dict):
-        return {k: _from_api(v) for k, v in value.items()}
+        return {k: _from_api(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_from_api(v) for v in value]
+        return [_from_api(v, depth + 1) for v in value]
     return value
 
 

@@ -82,6 +82,10 @@ PROPERTY_FIELDS = (
     ("cluster_id", "s"),
 )
 HEADERS_FLAG = 1 << 13
+# Tables and arrays nested in a header deeper than this are not decoded: RabbitMQ
+# stores a header nested thousands deep, and reading it would exhaust the stack.
+MAX_DEPTH = 32
+TOO_DEEP = f"unreadable: nested deeper than {MAX_DEPTH} levels"
 _unpack_from = struct.unpack_from
 
 
@@ -178,7 +182,12 @@ def _decode_properties(
 
 
 def _decode_table(
-    data: bytes, off: int, end: int, into: dict[str, Any], entries: dict[str, bytes] | None = None
+    data: bytes,
+    off: int,
+    end: int,
+    into: dict[str, Any],
+    entries: dict[str, bytes] | None = None,
+    depth: int = 0,
 ) -> int:
     while off < end:
         begin = off
@@ -192,15 +201,17 @@ def _decode_table(
             except UnicodeDecodeError:
                 value = _text(data[start:off])
         else:
-            value, off = _decode_value(data, off)
+            value, off = _decode_value(data, off, depth)
         into[key] = value
         if entries is not None:
             entries[key] = data[begin:off]
     return off
 
 
-def _decode_value(data: bytes, off: int) -> tuple[Any, int]:
-    """One field value, JSON-safe as `json_safe` would make pika's."""
+def _decode_value(data: bytes, off: int, depth: int = 0) -> tuple[Any, int]:
+    """One field value, JSON-safe as `json_safe` would make pika's; tables and arrays
+    nested deeper than MAX_DEPTH are skipped, read as TOO_DEEP (their bytes stay in
+    `RawProperties.entries`, so a copy of the message keeps them)."""
     kind = data[off]
     off += 1
     if kind == 83 or kind == 120:  # S longstr, x byte array
@@ -213,16 +224,20 @@ def _decode_value(data: bytes, off: int) -> tuple[Any, int]:
         return _unpack_from(">i", data, off)[0], off + 4
     if kind == 70:  # F table
         size = _unpack_from(">I", data, off)[0]
+        if depth >= MAX_DEPTH:
+            return TOO_DEEP, off + 4 + size
         table: dict[str, Any] = {}
-        _decode_table(data, off + 4, off + 4 + size, table)
+        _decode_table(data, off + 4, off + 4 + size, table, None, depth + 1)
         return table, off + 4 + size
     if kind == 65:  # A array
         size = _unpack_from(">I", data, off)[0]
         off += 4
         stop = off + size
+        if depth >= MAX_DEPTH:
+            return TOO_DEEP, stop
         items = []
         while off < stop:
-            item, off = _decode_value(data, off)
+            item, off = _decode_value(data, off, depth + 1)
             items.append(item)
         return items, off
     if kind == 84:  # T timestamp: Unix seconds already

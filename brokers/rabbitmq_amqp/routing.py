@@ -1,8 +1,8 @@
 """Where a message would go, and where a dead letter came from: pure, broker-free.
 
 `routes` previews the queues a publish would reach, from collected bindings,
-following RabbitMQ's router; `replay_target` reads a dead letter's x-death
-headers for the exchange and routing key (or queue) it first died from.
+following RabbitMQ's router; `replay_target` reads a dead letter's history
+(`deaths.history`) for the exchange and routing key (or queue) it first died from.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from brokers.base import Message
+from brokers.rabbitmq_amqp.deaths import history
 
 
 def routes(
@@ -133,7 +134,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def replay_target(message: Message, mode: str = "auto") -> tuple[str, str] | None:
-    """(exchange, routing key) a dead letter first died from; None without x-death.
+    """(exchange, routing key) a dead letter first died from; None without x-death,
+    or when the part of its history that says so cannot be read.
 
     mode "exchange": the exchange and first routing key it was published with
     before its first death; "queue": the queue it first died in, through the
@@ -141,29 +143,15 @@ def replay_target(message: Message, mode: str = "auto") -> tuple[str, str] | Non
     """
     if mode not in ("auto", "exchange", "queue"):
         raise ValueError(f"unknown replay mode {mode!r}")
-    h = message.headers
-    deaths = h.get("x-death")
-    if not deaths or not isinstance(deaths, list):
+    h = history(message.headers)
+    if h.first is None:
         return None
-    first_queue, first_reason = h.get("x-first-death-queue"), h.get("x-first-death-reason")
-    # Newest first: the oldest entry for the first death's queue (and reason)
-    # is the one; else the oldest for that queue; else the oldest of all.
-    entry = by_queue = None
-    for d in reversed(deaths):
-        if isinstance(d, dict) and d.get("queue") == first_queue:
-            if d.get("reason") == first_reason:
-                entry = d
-                break
-            by_queue = by_queue or d
-    entry = entry or by_queue or next((d for d in reversed(deaths) if isinstance(d, dict)), None)
-    if entry is None:
-        return None
-    queue = first_queue or entry.get("queue") or ""
-    exchange = entry.get("exchange")
-    if exchange is None:
-        exchange = h.get("x-first-death-exchange", "")
-    keys = entry.get("routing-keys") or []
-    key = keys[0] if keys else queue
+    queue = h.queue if isinstance(h.queue, str) else ""
+    exchange = "" if h.exchange is None else h.exchange
+    key = queue if h.routing_key is None else h.routing_key
     if mode == "exchange" or (mode == "auto" and exchange):
-        return str(exchange), str(key)
-    return ("", str(queue)) if queue else None
+        # A mangled exchange or key would send the message somewhere it never was.
+        if isinstance(exchange, str) and isinstance(key, str):
+            return exchange, key
+        return None
+    return ("", queue) if queue else None

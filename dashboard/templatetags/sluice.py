@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from django import template
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
+
+from brokers import readable
+from brokers.readable import Unreadable
 
 register = template.Library()
 
@@ -39,16 +43,25 @@ def num(value: Any) -> str:
         return "–"
     try:
         return f"{int(value):,}"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         return str(value)
+
+
+def _float(value: Any) -> float | None:
+    """`value` as a finite float, or None: filters show "–" for what is no number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 @register.filter
 def rate(value: Any) -> str:
     """Messages per second, to the precision that matters."""
+    value = _float(value)
     if value is None:
         return "–"
-    value = float(value)
     if value == 0:
         return "0"
     if value < 10:
@@ -58,14 +71,15 @@ def rate(value: Any) -> str:
 
 @register.filter
 def pct(value: Any) -> str:
-    return "–" if value is None else f"{float(value) * 100:.0f}%"
+    share = _float(value)
+    return "–" if share is None else f"{share * 100:.0f}%"
 
 
 @register.filter
 def bytes_(value: Any) -> str:
-    if value is None:
+    size = _float(value)
+    if size is None:
         return "–"
-    size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -96,6 +110,21 @@ def unix(value: Any) -> datetime | None:
         return datetime.fromtimestamp(int(value), UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+@register.filter
+def utc(value: Any, spec: str = "Y-m-d H:i:s") -> str:
+    """A datetime, or Unix seconds, in UTC as `spec` (the date filter's format);
+    "unreadable: ..." with the raw value when the broker's time is out of range; "" for none."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, datetime | Unreadable):
+        value = readable.utc_time(value)
+    if isinstance(value, Unreadable):
+        return str(value)
+    if value is None:
+        return ""
+    return dateformat.format(value.astimezone(UTC), spec)
 
 
 @register.filter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -42,14 +43,15 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
         queue = found["queue"]
         scan = scans.get(queue.key)
         msgs = scan.messages if scan else []
-        times = [m["time"] for m in msgs if m.get("time")]
+        # Times out of range (a scan stores what the broker said) show on their own row.
+        moments = [t for m in msgs if isinstance(t := deadletters.when(m.get("time")), datetime)]
         rows.append(
             {
                 "queue": queue,
                 "why": found["why"],
                 "scan": scan,
-                "oldest": deadletters.when(min(times)) if times else None,
-                "newest": deadletters.when(max(times)) if times else None,
+                "oldest": min(moments, default=None),
+                "newest": max(moments, default=None),
                 "groups": deadletters.groups(msgs, by, header) if msgs else [],
             }
         )
@@ -264,7 +266,7 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
             message = find(
                 request.user, broker, dest, request.POST.get("id", ""), None, "deadletters.edit"
             )
-    except (jobservice.Invalid, BrokerError) as exc:
+    except (jobservice.Invalid, kafka_jobs.Invalid, BrokerError) as exc:
         flash.error(request, str(exc))
         return redirect("dashboard:deadletters", name=broker.name)
     if message is None:

@@ -38,6 +38,7 @@ DEFAULT_COUNT = 20
 # whole topic is the search's job.
 SCAN_BUDGET = 10_000
 READ_FROM = ("newest", "offset", "time")
+LAST_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, the last time a page can show
 
 
 # -- parameters ---------------------------------------------------------------
@@ -46,7 +47,9 @@ READ_FROM = ("newest", "offset", "time")
 def parse_time(raw: str) -> int:
     """Milliseconds since the epoch from Unix milliseconds or an ISO 8601 time (UTC if no zone)."""
     raw = raw.strip()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # not "²": isdigit() alone takes any digit
+        if len(raw) > len(str(LAST_MS)) or int(raw) > LAST_MS:
+            raise BadInput("time must be before the year 10000 (UTC)")
         return int(raw)
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -56,9 +59,12 @@ def parse_time(raw: str) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    if moment.timestamp() < 0:
+    ms = int(moment.timestamp() * 1000)
+    if ms < 0:
         raise BadInput("time must be after 1970")
-    return int(moment.timestamp() * 1000)
+    if ms > LAST_MS:
+        raise BadInput("time must be before the year 10000 (UTC)")
+    return ms
 
 
 def read_options(params: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ when it is over.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.contrib import messages as flash
@@ -17,6 +17,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from brokers import readable
+from brokers.readable import Unreadable
 from dashboard import kafka_search
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.models import Broker, Destination, Search
@@ -52,8 +54,11 @@ def _may_cancel(user: Any, search: Search) -> bool:
     return search.created_by == user.get_username() or has_role(user, OPERATOR)
 
 
-def when(timestamp_ms: int) -> datetime | None:
-    return datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms >= 0 else None
+def when(timestamp_ms: Any) -> datetime | Unreadable | None:
+    """A Kafka record timestamp (ms) in UTC; None for none (-1); Unreadable out of range."""
+    if isinstance(timestamp_ms, int) and timestamp_ms < 0:
+        return None
+    return readable.utc_time(timestamp_ms, 1000)
 
 
 @require_http_methods(["GET", "POST"])
