@@ -338,6 +338,8 @@ MASK = "•••"
 
 def redact_options(options: dict[str, Any]) -> dict[str, Any]:
     """Options fit to show: passwords masked, URL passwords redacted, ${VAR} kept."""
+    if not isinstance(options, dict):  # a row written by hand or by an older version
+        return {"unreadable": "the stored options are not a JSON object"}
     shown: dict[str, Any] = {}
     for key, value in options.items():
         if key in SECRET_OPTIONS and isinstance(value, str) and not VAR_REF.fullmatch(value):

@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from brokers.base import Adapter, BrokerError, Snapshot, connect
 from brokers.base import Destination as Dest
 from dashboard import kafkastatus, natsstatus, statuswindow
-from dashboard.config import expand_options
+from dashboard.config import connect_options
 from dashboard.models import Broker, Destination, Sample
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,16 @@ _adapters: dict[int, tuple[str, Adapter]] = {}
 
 
 def adapter_for(broker: Broker) -> Adapter:
-    fingerprint = json.dumps([broker.kind, broker.options], sort_keys=True)
+    # The source too: it decides which ${VAR}s expand (dashboard.config.connect_options).
+    fingerprint = json.dumps([broker.kind, broker.source, broker.options], sort_keys=True)
     cached = _adapters.get(broker.pk)
     if cached and cached[0] == fingerprint:
         return cached[1]
     if cached:
         cached[1].close()
     try:
-        options = expand_options(broker.options, broker.name)
-    except ImproperlyConfigured as exc:  # a ${VAR} that is not set
+        options = connect_options(broker)
+    except ImproperlyConfigured as exc:  # a ${VAR} that is not set, or not allowed
         raise BrokerError(str(exc), retryable=False) from None
     adapter = connect(broker.kind, options, timeout=settings.SLUICE_BROKER_TIMEOUT)
     _adapters[broker.pk] = (fingerprint, adapter)

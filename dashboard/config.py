@@ -8,6 +8,10 @@
     interval = 5
 
 `${VAR}` is expanded from the environment when connecting, not when storing.
+Whoever wrote this file has the shell, so its brokers may name any variable;
+brokers added or changed in the admin only those in SLUICE_ADMIN_ENV_ALLOWLIST,
+so that an admin account cannot send the worker's environment to a host of its
+choosing.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +46,15 @@ class BrokerEntry:
     interval: int | None
 
 
-def expand(value: Any, where: str = "") -> Any:
-    """Replace `${VAR}` in strings with the environment's value."""
+def expand(value: Any, where: str = "", allowed: Collection[str] | None = None) -> Any:
+    """Replace `${VAR}` in strings with the environment's value; only `allowed` names if given."""
     if not isinstance(value, str):
         return value
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)
+        if allowed is not None and name not in allowed:
+            raise ImproperlyConfigured(f"{where or 'broker option'} {refusal(name)}")
         if name not in os.environ:
             raise ImproperlyConfigured(
                 f"{where or 'broker option'} uses ${{{name}}}, which is not set"
@@ -57,14 +64,57 @@ def expand(value: Any, where: str = "") -> Any:
     return VAR_RE.sub(sub, value)
 
 
-def expand_options(options: dict[str, Any], broker: str = "") -> dict[str, Any]:
+def expand_options(
+    options: dict[str, Any], broker: str = "", allowed: Collection[str] | None = None
+) -> dict[str, Any]:
     return {
-        key: expand(value, f"broker {broker!r} option {key!r}") for key, value in options.items()
+        key: expand(value, f"broker {broker!r} option {key!r}", allowed)
+        for key, value in options.items()
     }
 
 
-def load(path: str | Path) -> list[BrokerEntry]:
-    """The brokers the file declares, or ConfigError naming the file and entry."""
+def admin_allowlist() -> frozenset[str]:
+    from django.conf import settings
+
+    return frozenset(settings.SLUICE_ADMIN_ENV_ALLOWLIST)
+
+
+def connect_options(broker: Any) -> dict[str, Any]:
+    """The options `broker` (a Broker row) connects with, `${VAR}`s expanded as its origin allows.
+
+    ImproperlyConfigured names the variable that is unset or not allowed.
+    """
+    if not isinstance(broker.options, dict):  # a row written by hand or by an older version
+        raise ImproperlyConfigured(
+            f"broker {broker.name!r}: the stored options are not a JSON object; fix them in "
+            "the admin"
+        )
+    odd = sorted(key for key, value in broker.options.items() if not isinstance(value, str))
+    if odd:
+        raise ImproperlyConfigured(f"broker {broker.name!r}: {', '.join(odd)} must be text")
+    allowed = None if broker.source == "file" else admin_allowlist()
+    return expand_options(broker.options, broker.name, allowed)
+
+
+def refused_variables(options: dict[str, Any]) -> list[str]:
+    """The `${VAR}` names in `options` that a broker from the admin may not expand."""
+    allowed = admin_allowlist()
+    found = {n for v in options.values() if isinstance(v, str) for n in VAR_RE.findall(v)}
+    return sorted(found - allowed)
+
+
+def refusal(name: str) -> str:
+    return (
+        f"uses ${{{name}}}, which brokers added in the admin may not read: only variables "
+        "named in SLUICE_ADMIN_ENV_ALLOWLIST are expanded for them"
+    )
+
+
+def load(path: str | Path, check_variables: bool = True) -> list[BrokerEntry]:
+    """The brokers the file declares, or ConfigError naming the file and entry.
+
+    With `check_variables`, every `${VAR}` it names must be set.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -90,14 +140,14 @@ def load(path: str | Path) -> list[BrokerEntry]:
         label = f"[[broker]] #{index}"
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
             label += f" ({raw['name']!r})"
-        entries.append(_entry(path, label, raw))
+        entries.append(_entry(path, label, raw, check_variables))
         if entries[-1].name in seen:
             raise ConfigError(path, label, "another broker already has this name")
         seen.add(entries[-1].name)
     return entries
 
 
-def _entry(path: Path, label: str, raw: Any) -> BrokerEntry:
+def _entry(path: Path, label: str, raw: Any, check_variables: bool = True) -> BrokerEntry:
     if not isinstance(raw, dict):
         raise ConfigError(path, label, "expected a table")
     raw = dict(raw)
@@ -123,12 +173,33 @@ def _entry(path: Path, label: str, raw: Any) -> BrokerEntry:
     for key, required in allowed.items():
         if required and not raw.get(key):
             raise ConfigError(path, label, f"{key} is required for {kind}")
-    for key, value in raw.items():
-        try:
-            expand(value, f"option {key!r}")
-        except ImproperlyConfigured as exc:
-            raise ConfigError(path, label, str(exc)) from None
+    if check_variables:
+        for key, value in raw.items():
+            try:
+                expand(value, f"option {key!r}")
+            except ImproperlyConfigured as exc:
+                raise ConfigError(path, label, str(exc)) from None
     return BrokerEntry(name=name, kind=kind, options=raw, interval=interval)
+
+
+def variables_check(**kwargs: Any) -> list[Any]:
+    """System check: every `${VAR}` the broker file names is set.
+
+    A check rather than part of start-up, so that commands that touch no broker
+    (create_api_token, ensure_admin) opt out with `requires_system_checks = []`;
+    migrate, check and runserver still stop on it, and a worker started without
+    it shows that broker as down, naming the variable.
+    """
+    from django.conf import settings
+    from django.core import checks
+
+    if not settings.SLUICE_CONFIG:
+        return []
+    try:
+        load(settings.SLUICE_CONFIG)
+    except ConfigError as exc:
+        return [checks.Error(str(exc), id="sluice.E001")]
+    return []
 
 
 _synced: tuple[str, float] | None = None

@@ -31,7 +31,14 @@ def adapter(broker: Broker) -> Kafka:
 
 
 def _changes(reset: OffsetReset) -> list[ko.Change]:
-    return [ko.Change.from_json(c) for c in reset.changes]
+    try:
+        return [ko.Change.from_json(c) for c in reset.changes]
+    except (KeyError, TypeError, AttributeError):
+        # A row written by hand or by an older version: refuse it rather than guess.
+        raise Conflict(
+            "This reset's stored table of offsets is unreadable; nothing was changed. "
+            "Make a new dry run."
+        ) from None
 
 
 def latest_applied(broker: Broker, group: str) -> OffsetReset | None:
@@ -200,12 +207,25 @@ def reset_json(reset: OffsetReset) -> dict[str, Any]:
 
 
 def describe(reset: OffsetReset) -> str:
-    if reset.undoes_id is not None or reset.spec.get("to") == "undo":
-        return f"undo of reset {reset.spec.get('of', '')}: back to the offsets it replaced"
+    """The reset in words; "unreadable: …" for a stored request no longer valid."""
+    spec = reset.spec
+    if not isinstance(spec, dict):
+        return "unreadable: the stored request is not a JSON object"
+    if reset.undoes_id is not None or spec.get("to") == "undo":
+        return f"undo of reset {spec.get('of', '')}: back to the offsets it replaced"
     try:
-        return ko.describe_spec(ko.ResetSpec.from_json(reset.spec))
-    except ko.InvalidReset:
-        return str(reset.spec)
+        return ko.describe_spec(ko.ResetSpec.from_json(spec))
+    except ko.InvalidReset as exc:
+        # Rows stored before their input was checked (a shift of 10**30, say).
+        return f"unreadable: {exc.message}"
+    except (OverflowError, ValueError) as exc:
+        return f"unreadable: {exc}"
+
+
+def skipped(reset: OffsetReset) -> list[str]:
+    """The dry run's notes on partitions it left alone, [] when the row has none to read."""
+    notes = reset.spec.get("skipped") if isinstance(reset.spec, dict) else None
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 def state_json(state: ko.GroupState) -> dict[str, Any]:

@@ -59,9 +59,10 @@ class Broker(models.Model):
     @property
     def endpoint(self) -> str:
         """The address an operator recognises the broker by."""
+        shown = self.public_options()
         for key in ("management_url", "bootstrap_servers", "monitoring_url", "url"):
-            if self.options.get(key):
-                return self.public_options()[key]
+            if shown.get(key):
+                return str(shown[key])
         return ""
 
     def required_options(self) -> list[str]:

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from brokers.base import BrokerError
 from brokers.nats_client import NatsClient
-from dashboard.config import expand_options
+from dashboard.config import connect_options
 from dashboard.models import Broker
 
 Client = TypeVar("Client", bound=NatsClient)
@@ -31,8 +31,8 @@ def nats_client(
     if broker.kind != "nats":
         raise BrokerError(f"{broker.name} is not a NATS broker", retryable=False)
     try:
-        options = expand_options(broker.options, broker.name)
-    except ImproperlyConfigured as exc:  # a ${VAR} that is not set
+        options = connect_options(broker)
+    except ImproperlyConfigured as exc:  # a ${VAR} that is not set, or not allowed
         raise BrokerError(str(exc), retryable=False) from None
     return cls(
         options,

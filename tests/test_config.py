@@ -158,3 +158,67 @@ def test_a_file_broken_while_running_keeps_the_last_good_brokers(
         "kafka-prod",
         "nats-prod",
     }
+
+
+def test_create_api_token_works_without_the_variables_of_the_broker_file(tmp_path):
+    """It touches no broker; what does (migrate, check, the web server) still names the gap."""
+    import os
+
+    path = write(
+        tmp_path,
+        "[[broker]]\nname = 'r'\nkind = 'rabbitmq'\nmanagement_url = 'http://127.0.0.1:1'\n"
+        "password = '${SLUICE_TEST_UNSET_PW}'\n",
+    )
+    env = {
+        **os.environ,
+        "SLUICE_CONFIG": str(path),
+        "SLUICE_STATE_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    env.pop("SLUICE_TEST_UNSET_PW", None)
+
+    def manage(*args: str, **more: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            env={**env, **more},
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+
+    migrated = manage("migrate", "--noinput", SLUICE_TEST_UNSET_PW="only-for-migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    made = manage("create_api_token", "--user", "ci-bot", "--role", "viewer")
+    assert made.returncode == 0, made.stderr
+    assert "Created user 'ci-bot'" in made.stdout and len(made.stdout.splitlines()[-1]) > 30
+    checked = manage("check")
+    assert checked.returncode != 0
+    assert f"{path}: [[broker]] #1 ('r'): option 'password' uses ${{SLUICE_TEST_UNSET_PW}}" in (
+        checked.stderr
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("options", ["a string", [1, 2], {"management_url": 5}])
+def test_a_stored_broker_whose_options_cannot_be_read_is_shown_not_a_500(client_for, options):
+    """Rows the admin form refuses now, as a hand or an older version could have stored them."""
+    import json
+
+    from dashboard import collector
+
+    broker = Broker.objects.create(name="odd", kind="rabbitmq", options=options)
+    alice = client_for("alice")
+    for url in ("/", "/brokers/odd/", "/api/v1/brokers", f"/admin/dashboard/broker/{broker.pk}/"):
+        assert alice.get(url, follow=True).status_code == 200, url
+    assert not collector.collect(broker)
+    broker.refresh_from_db()
+    assert broker.status == "down"
+    assert "not a JSON object" in broker.error or "must be text" in broker.error
+
+    alice.defaults["HTTP_X_CSRFTOKEN"] = alice.cookies["csrftoken"].value
+    fields = {"name": "odd", "kind": "rabbitmq", "enabled": "on"}
+    again = alice.post(
+        f"/admin/dashboard/broker/{broker.pk}/change/", {**fields, "options": json.dumps(options)}
+    )
+    assert again.status_code == 200 and "errornote" in again.content.decode()
+    assert Broker.objects.get(pk=broker.pk).options == options

@@ -399,6 +399,13 @@ def control_url_api(reset_id: str, verb: str) -> str:
         ({"to": "timestamp", "value": "yesterday"}, 400, "bad timestamp"),
         ({"to": "timestamp", "value": 1714564800}, 400, "looks like seconds"),
         ({"to": "shift", "value": True}, 400, "whole number"),
+        # Values that were once stored and then broke the group's page for good.
+        ({"to": "timestamp", "value": 10**30}, 400, "after the year 9999"),
+        ({"to": "shift", "value": 10**30}, 400, "the shift must be from"),
+        ({"to": "shift", "value": "1" + "0" * 5000}, 400, "out of range (got 5001 digits)"),
+        ({"to": "timestamp", "value": "²"}, 400, "bad timestamp"),
+        ({"to": "timestamp", "value": "1969-12-31T23:59:59.999Z"}, 400, "not from 1970 to 9999"),
+        ({"to": "earliest", "topic": "T", "partitions": [2**40]}, 400, "partition 1099511627776"),
         ({"to": "rewind"}, 400, "'to' must be one of"),
         ({"to": "earliest", "topic": "no-such-topic"}, 400, "no topic named"),
         ({"to": "earliest", "topic": "OTHER"}, 400, "no committed offsets on topic"),
@@ -436,6 +443,43 @@ def test_bad_requests_get_a_clear_error_and_change_nothing(
     assert says in response.json()["error"]
     assert committed(kafka_admin, group) == {(topic, 0): 7, (topic, 1): 3}
     assert not OffsetReset.objects.exists()
+
+
+def test_a_stored_reset_that_cannot_be_described_shows_as_unreadable(
+    committed_group: dict[str, Any], client_for: Callable, token_for: Callable, kafka_admin: Any
+) -> None:
+    """Rows as an older version stored them, before their input was checked."""
+    from django.test import Client
+
+    from dashboard.models import Broker, OffsetReset
+
+    group, topic = committed_group["group"], committed_group["topic"]
+    broker = Broker.objects.get(name="kafka")
+    rows = [
+        OffsetReset.objects.create(broker=broker, group=group, spec=spec, changes=changes)
+        for spec, changes in [
+            ({"to": "shift", "value": 10**30, "skipped": []}, []),
+            ({"to": "timestamp", "value": 10**30}, [{"topic": topic}]),
+            ([1, 2], "not a table"),
+        ]
+    ]
+    bob, token = client_for("bob"), token_for("bob")
+    page = bob.get(reset_url(group))
+    assert page.status_code == 200 and page.content.decode().count("unreadable: ") == 3
+    listed = Client().get(api_url(group), HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert listed.status_code == 200
+    assert [r["description"][:12] for r in listed.json()["resets"]] == ["unreadable: "] * 3
+    for row in rows:
+        detail = bob.get(f"/brokers/kafka/resets/{row.public_id}/")
+        assert detail.status_code == 200 and "unreadable: " in detail.content.decode()
+        one = Client().get(
+            f"/api/v1/brokers/kafka/resets/{row.public_id}", HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+        assert one.status_code == 200 and one.json()["description"].startswith("unreadable: ")
+        applied = api_post(Client(), token, control_url_api(str(row.public_id), "apply"), {})
+        assert applied.status_code in (400, 409) and applied.json()["error"]
+    assert committed(kafka_admin, group) == {(topic, 0): 7, (topic, 1): 3}
+    assert set(OffsetReset.objects.values_list("state", flat=True)) == {OffsetReset.PREVIEW}
 
 
 def test_unknown_group_is_a_404_on_the_api_and_the_page(

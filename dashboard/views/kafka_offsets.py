@@ -116,7 +116,7 @@ def reset_detail(request: HttpRequest, name: str, reset_id: str) -> HttpResponse
         "reset": reset,
         "group": reset.group,
         "description": kafka_resets.describe(reset),
-        "skipped": reset.spec.get("skipped", []),
+        "skipped": kafka_resets.skipped(reset),
         "can_apply": reset.state in (OffsetReset.PREVIEW, OffsetReset.REFUSED),
         "can_undo": reset.state == OffsetReset.APPLIED
         and latest is not None

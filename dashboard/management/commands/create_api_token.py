@@ -8,6 +8,8 @@ from dashboard.models import ApiToken
 
 class Command(BaseCommand):
     help = "Issue a bearer token for the JSON API. The token is printed once, on the last line."
+    # It touches no broker: an unset ${VAR} in the broker file is no reason to fail.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="user name; created if it does not exist")
