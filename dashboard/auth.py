@@ -183,11 +183,15 @@ def audit_publish(
 def publish_failure_audited(
     user: Any, broker: Any, where: str, size: int, **detail: Any
 ) -> Iterator[None]:
-    """Around a send: a BrokerError is recorded as a failed publish, then raised on."""
+    """Around a send: a BrokerError is recorded as a failed publish, a ValueError (the
+    client refused the input before sending) as a refused one; then raised on."""
     try:
         yield
     except BrokerError as exc:
         audit_publish(user, broker, where, size, "failed", error=str(exc), **detail)
+        raise
+    except ValueError as exc:
+        audit_publish(user, broker, where, size, "refused", error=str(exc), **detail)
         raise
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -165,7 +166,7 @@ def run(
     try:
         transfer = transfer_for(job)
     except BrokerError as exc:
-        return _finish(job, Job.FAILED, f"could not open the source: {exc}")
+        return _finish(job, token, Job.FAILED, f"could not open the source: {exc}")
     route = route_for(job)
     previous = _previous_outcomes(job)
     chunk = job.chunks.count()
@@ -180,7 +181,7 @@ def run(
             if job.run_token != token:
                 log.warning("job %s was taken over by another run; stopping this one", job.pk)
                 return job
-            if job.state == Job.CANCELLING:
+            if job.state in (Job.CANCELLING, Job.CANCELLED):
                 state = Job.CANCELLED
                 break
             started = time.monotonic()
@@ -208,7 +209,7 @@ def run(
         )
     finally:
         transfer.close()
-    return _finish(job, state, error)
+    return _finish(job, token, state, error)
 
 
 def _one_batch(
@@ -287,12 +288,69 @@ def _previous_outcomes(job: Job) -> dict[str, str]:
     return seen
 
 
-def _finish(job: Job, state: str, error: str) -> Job:
-    Job.objects.filter(pk=job.pk).update(
-        state=state, error=error, finished_at=timezone.now(), heartbeat=timezone.now()
-    )
-    job.refresh_from_db()
+def _finish(job: Job, token: str, state: str, error: str) -> Job:
+    """End this run and write the job's completion record, both or neither.
+
+    Only the run that owns the job ends it: one taken over by a resumed run
+    writes nothing. A worker killed before this point leaves the job running,
+    with no record; the run that resumes it writes the one record.
+    """
+    with transaction.atomic():
+        ended = Job.objects.filter(
+            pk=job.pk, run_token=token, state__in=(Job.RUNNING, Job.CANCELLING)
+        ).update(state=state, error=error, finished_at=timezone.now(), heartbeat=timezone.now())
+        job.refresh_from_db()
+        if ended:
+            record_completion(job)
     return job
+
+
+def tally(job: Job) -> Counter[str]:
+    """How many messages ended with each outcome: the last recorded one of each message,
+    so that one sent again after an interruption is counted once."""
+    last: dict[str, str] = {}
+    for chunk in job.chunks.order_by("n").iterator():
+        for item in chunk.items:
+            last[item[0]] = item[1]
+    return Counter(last.values())
+
+
+def record_completion(job: Job) -> None:
+    """The audit record of how a finished job ended ("job.<action>.finish").
+
+    Its result is "ok" only if every selected message went where it was to go;
+    "failed" if the job failed or none did; "partial" if some did.
+    """
+    from dashboard.auth import audit
+
+    counts = tally(job)
+    delivered = counts[REPLAYED] + counts[MOVED] + counts[DISCARDED]
+    undelivered = counts[FAILED] + counts[UNROUTABLE] + counts[NO_ORIGIN]
+    if job.state == Job.CANCELLED:
+        result = "cancelled"
+    elif job.state == Job.FAILED or (undelivered and not delivered):
+        result = "failed"
+    else:
+        result = "partial" if undelivered else "ok"
+    audit(
+        job.created_by,
+        f"job.{job.action}.finish",
+        broker=job.broker.name,
+        destination=job.source,
+        count=job.discarded if job.action == "discard" else job.replayed,
+        result=result,
+        job=str(job.public_id),
+        state=job.state,
+        total=job.total,
+        done=job.done,
+        replayed=job.replayed,
+        discarded=job.discarded,
+        kept=job.kept,
+        failed=job.failed,
+        not_delivered=undelivered,
+        duplicates=job.duplicates,
+        **({"error": job.error} if job.error else {}),
+    )
 
 
 def outcomes(job: Job, only_kept: bool = False, limit: int = 500) -> list[list[Any]]:

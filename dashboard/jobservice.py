@@ -6,19 +6,20 @@ from collections import Counter
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from brokers.base import BrokerError, Message
-from dashboard import deadletters, jobs, kafka_jobs, nats_jobs
+from dashboard import deadletters, jobguard, jobs, kafka_jobs, nats_jobs
 from dashboard.auth import audit
 from dashboard.collector import adapter_for
+from dashboard.jobguard import Invalid, NeedsConfirmation  # callers say jobservice.Invalid
 from dashboard.models import Broker, Destination, Job
 
 ACTIONS = ("replay", "move", "discard")
 REPLAY_MODES = ("auto", "exchange", "queue")
-
-
-class Invalid(ValueError):
-    """Bad input: the message says what to change. Nothing was done."""
+# What a job's preview looks at again when it starts (Job fields).
+JOB_FIELDS = ("action", "source", "selection", "target", "edit", "rate", "batch_size", "cursor")
 
 
 def source_of(broker: Broker, key: str) -> Destination:
@@ -108,6 +109,9 @@ def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
             }
         if target == {"exchange": "", "routing_key": dest.name}:
             raise Invalid("the destination is the source itself")
+        if any(len(value.encode()) > 255 for value in target.values()):
+            # AMQP carries both as short strings: no publish could name them.
+            raise Invalid("exchange names and routing keys are at most 255 bytes")
     elif action == "replay":
         mode = data.get("mode", "auto")
         if mode not in REPLAY_MODES:
@@ -168,15 +172,20 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(user: Any, broker: Broker, data: dict[str, Any]) -> Job:
-    """Check, then either preview (dry_run) or queue the job. Audited either way."""
+    """Check, then either preview (dry_run) or queue the job. Audited either way.
+
+    A job that removes messages from its source is only ever previewed here
+    (jobguard); NeedsConfirmation if asked to run at once.
+    """
     fields = check(broker, data)
+    jobguard.check_role(user, broker, fields)
+    destructive = jobguard.removes_originals(broker, fields)
     dry_run = bool(data.get("dry_run"))
+    if destructive and not dry_run:
+        raise jobguard.must_preview(fields)
     job = Job(broker=broker, created_by=user.get_username(), **fields)
     if dry_run:
-        try:
-            job.preview = preview(broker, fields)
-        except BrokerError as exc:
-            raise Invalid(f"could not look at {fields['source']}: {exc}") from None
+        job.preview = _look(broker, fields, destructive)
         job.state = Job.PREVIEW
         job.save()
         _audit(user, job, "preview", count=job.preview["estimate"])
@@ -185,6 +194,17 @@ def create(user: Any, broker: Broker, data: dict[str, Any]) -> Job:
     _enqueue(job)
     _audit(user, job, "start", **_start_detail(job))
     return job
+
+
+def _look(broker: Broker, fields: dict[str, Any], destructive: bool) -> dict[str, Any]:
+    """The preview of a job, with the text that confirms it when the job is destructive."""
+    try:
+        seen = preview(broker, fields)
+    except BrokerError as exc:
+        raise Invalid(f"could not look at {fields['source']}: {exc}") from None
+    if destructive:
+        seen["confirm"] = jobguard.confirm_text(fields, seen)
+    return seen
 
 
 def _start_detail(job: Job) -> dict[str, Any]:
@@ -205,13 +225,39 @@ def _describe_edit(edit: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def start(user: Any, job: Job) -> Job:
-    """Run a previewed job."""
-    if Job.objects.filter(pk=job.pk, state=Job.PREVIEW).update(state=Job.QUEUED) == 0:
+def start(user: Any, job: Job, confirm: Any = None) -> Job:
+    """Run a previewed job; a destructive one needs its preview's `confirm` text, still true."""
+    if job.state != Job.PREVIEW:
+        raise Invalid(f"this job is {job.state}; only a previewed job can be started")
+    fields = {name: getattr(job, name) for name in JOB_FIELDS}
+    jobguard.check_role(user, job.broker, fields)
+    detail: dict[str, Any] = {}
+    if jobguard.removes_originals(job.broker, fields):
+        jobguard.check_confirmation(job, confirm)
+        fresh = _look(job.broker, fields, destructive=True)
+        change = jobguard.compare(job, fresh)
+        if fresh["estimate"] > job.preview["estimate"]:
+            # It would take more than was confirmed: show the new count, ask again.
+            Job.objects.filter(pk=job.pk, state=Job.PREVIEW).update(preview=fresh)
+            job.refresh_from_db()
+            raise NeedsConfirmation(
+                f"not started: {change}. Check the new preview and confirm it with "
+                f'{{"confirm": "{fresh["confirm"]}"}}'
+            )
+        if change:
+            detail["preview_changed"] = change
+            job.preview = {**job.preview, "at_start": change}
+    if (
+        Job.objects.filter(pk=job.pk, state=Job.PREVIEW).update(
+            state=Job.QUEUED, preview=job.preview
+        )
+        == 0
+    ):
+        job.refresh_from_db()
         raise Invalid(f"this job is {job.state}; only a previewed job can be started")
     job.refresh_from_db()
     _enqueue(job)
-    _audit(user, job, "start", **_start_detail(job))
+    _audit(user, job, "start", **_start_detail(job), **detail)
     return job
 
 
@@ -223,8 +269,13 @@ def cancel(user: Any, job: Job) -> Job:
     if not changed:
         raise Invalid(f"this job is {job.state}; it cannot be cancelled")
     if job.stalled or job.started_at is None:
-        # Nobody runs it to notice; it can be marked at once.
-        Job.objects.filter(pk=job.pk, state=Job.CANCELLING).update(state=Job.CANCELLED)
+        # Nobody runs it to notice; it can be marked at once, and this is its end.
+        with transaction.atomic():
+            if Job.objects.filter(pk=job.pk, state=Job.CANCELLING).update(
+                state=Job.CANCELLED, finished_at=timezone.now()
+            ):
+                job.refresh_from_db()
+                jobs.record_completion(job)
         job.refresh_from_db()
     _audit(user, job, "cancel", count=job.done)
     return job

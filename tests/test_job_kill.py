@@ -77,7 +77,7 @@ def test_kill_the_worker_mid_replay_then_resume_loses_nothing(stack, hundred_tho
 
     key = f"//{q['dlq']}"
     api.collected("rabbit", key)
-    job = api(
+    preview = api(
         "POST",
         "/jobs",
         {
@@ -86,8 +86,10 @@ def test_kill_the_worker_mid_replay_then_resume_loses_nothing(stack, hundred_tho
             "source": key,
             "selection": {"all": True},
             "batch_size": 1000,
+            "dry_run": True,  # a replay takes each original off the DLQ: preview, then confirm
         },
     )
+    job = api("POST", f"/jobs/{preview['id']}/start", {"confirm": preview["preview"]["confirm"]})
     wait_for(lambda: api("GET", f"/jobs/{job['id']}")["done"] >= COUNT // 4, timeout=120, every=0.2)
 
     at_kill, final = stack.kill_and_resume(api, job["id"])

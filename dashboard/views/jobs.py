@@ -10,8 +10,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from dashboard import jobs, jobservice, live
-from dashboard.auth import OPERATOR, VIEWER, require_role
+from dashboard import jobguard, jobs, jobservice, live
+from dashboard.auth import OPERATOR, VIEWER, is_api, require_role
 from dashboard.models import Broker, Job
 from dashboard.views.params import BadInput, json_object
 
@@ -58,10 +58,23 @@ def job_control(request: HttpRequest, job_id: str, verb: str) -> HttpResponse:
     if verb not in VERBS:
         raise Http404("No such action.")
     try:
-        VERBS[verb](request.user, job)
+        if verb == "start":
+            # The preview page's Confirm button carries the preview's confirm text.
+            jobservice.start(request.user, job, request.POST.get("confirm"))
+        else:
+            VERBS[verb](request.user, job)
+    except jobguard.NeedsRole as exc:
+        return forbidden_because(request, str(exc))
     except jobservice.Invalid as exc:
         flash.error(request, str(exc))
     return redirect("dashboard:job-detail", job_id=job.public_id)
+
+
+def forbidden_because(request: HttpRequest, message: str) -> HttpResponse:
+    """403 with the reason: JSON for the API, the refusal page for a browser."""
+    if is_api(request):
+        return JsonResponse({"error": message}, status=403)
+    return render(request, "403.html", {"message": message}, status=403)
 
 
 # /api/v1/jobs
@@ -91,6 +104,10 @@ def api_jobs(request: HttpRequest) -> JsonResponse:
         if broker is None:
             raise jobservice.Invalid(f"no broker named {data.get('broker')!r}")
         job = jobservice.create(request.user, broker, data)
+    except jobguard.NeedsRole as exc:
+        return forbidden_because(request, str(exc))
+    except jobservice.NeedsConfirmation as exc:
+        return JsonResponse({"error": str(exc)}, status=409)
     except jobservice.Invalid as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse(jobservice.as_json(job), status=201)
@@ -117,7 +134,18 @@ def api_job_control(request: HttpRequest, job_id: str, verb: str) -> JsonRespons
             {"error": f"unknown action {verb!r}; use start, cancel or resume"}, status=404
         )
     try:
-        VERBS[verb](request.user, job)
+        # A form post (or none) is taken as well as JSON: cancel and resume need no body.
+        body = json_object(request) if request.content_type == "application/json" else request.POST
+    except BadInput as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    try:
+        if verb == "start":
+            # {"confirm": <the preview's confirm text>}, needed for a destructive job.
+            jobservice.start(request.user, job, body.get("confirm"))
+        else:
+            VERBS[verb](request.user, job)
+    except jobguard.NeedsRole as exc:
+        return forbidden_because(request, str(exc))
     except jobservice.Invalid as exc:
         return JsonResponse({"error": str(exc)}, status=409)
     return JsonResponse(jobservice.as_json(job))

@@ -149,12 +149,15 @@ def ask(user: Any, broker: Broker, data: Any) -> Reply:
     try:
         with nats_client(broker) as client:
             reply = client.request(subject, body, headers, timeout=timeout)
-    except BrokerError as exc:
+    except (BrokerError, ValueError) as exc:
+        # A ValueError: the client refused the input before sending it.
         outcome = (
             "no responders"
             if isinstance(exc, NoResponders)
             else "timeout"
             if isinstance(exc, NoReply)
+            else "refused"
+            if not isinstance(exc, BrokerError)
             else "failed"
         )
         audit(

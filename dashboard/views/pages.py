@@ -22,9 +22,9 @@ def get_broker_or_404(name: str) -> Broker:
 def listing_context(listing: queries.Listing) -> dict[str, Any]:
     """What the overview and broker pages show, for the page and for the live push alike."""
     page = queries.page_of(listing)
-    rows = list(page.object_list)
+    rows = queries.shown(page.object_list)
     sparks = queries.sparklines([d.pk for d in rows])
-    brokers = Broker.objects.filter(enabled=True)
+    brokers = queries.brokers_shown()
     if listing.broker:
         brokers = brokers.filter(name=listing.broker)
     return {
@@ -168,7 +168,6 @@ def audit_export(request: HttpRequest) -> StreamingHttpResponse:
     def rows():  # type: ignore[no-untyped-def]
         yield writer.writerow(header)
         for e in AuditEntry.objects.order_by("at").iterator():
-            # A leading = + - @ would make a spreadsheet run the cell as a formula.
             cells = [
                 e.at.isoformat(),
                 e.user,
@@ -186,8 +185,13 @@ def audit_export(request: HttpRequest) -> StreamingHttpResponse:
     return response
 
 
+# A cell starting with one of these is run as a formula by a spreadsheet; a
+# spreadsheet skips a leading tab or CR and reads the formula behind it.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _inert(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
 
