@@ -1,49 +1,48 @@
-"""The websocket consumer: checks the user, joins the group of the view it watches, relays."""
+"""The live websocket: checks the user, joins the group of the view it watches, relays."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from urllib.parse import parse_qsl
 
-from asgiref.sync import async_to_sync
-from channels.generic.websocket import WebsocketConsumer
+from channels.db import database_sync_to_async
 
 from dashboard import live
-from dashboard.auth import role_of
+from dashboard.sockets import GuardedSocket
 
 
-class LiveConsumer(WebsocketConsumer):
+class LiveConsumer(GuardedSocket):
     view: live.View | None = None
 
-    def connect(self) -> None:
-        user = self.scope.get("user")
-        if role_of(user) is None:
-            # 4401/4403 tell the page's script not to retry with the same session.
-            self.close(code=4401 if not getattr(user, "is_authenticated", False) else 4403)
+    async def connect(self) -> None:
+        if not await self.admit():
             return
-        raw = dict(_query(self.scope)).get("view", "")
-        self.view = live.parse(raw)
-        if self.view is None:
-            self.close(code=4404)
+        query = self.scope.get("query_string", b"").decode("utf-8", "replace")
+        view = await database_sync_to_async(live.parse)(dict(parse_qsl(query)).get("view", ""))
+        if view is None:
+            await self.close(code=4404)
             return
-        async_to_sync(self.channel_layer.group_add)(self.view.group, self.channel_name)
-        live.watch(self.view)
-        self.accept()
+        if not await self.settle():
+            return
+        self.view = view
+        await self.channel_layer.group_add(view.group, self.channel_name)
+        await asyncio.to_thread(live.watch, view)
+        await self.accept()
 
-    def disconnect(self, code: int) -> None:
-        if self.view is not None:
-            async_to_sync(self.channel_layer.group_discard)(self.view.group, self.channel_name)
-            live.unwatch(self.view)
-            self.view = None
+    async def disconnect(self, code: int) -> None:
+        await self.release()
 
-    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+    async def release(self) -> None:
+        view, self.view = self.view, None
+        if view is not None:
+            await self.channel_layer.group_discard(view.group, self.channel_name)
+            await asyncio.to_thread(live.unwatch, view)
+        await super().release()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # The page only listens; htmx's ws extension may send form data, which is ignored.
         pass
 
-    def fragment(self, event: dict[str, Any]) -> None:
-        self.send(text_data=event["html"])
-
-
-def _query(scope: dict[str, Any]) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(scope.get("query_string", b"").decode("utf-8", "replace"))
+    async def fragment(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["html"])

@@ -6,6 +6,7 @@ Everything a page or the API shows comes through here, so they cannot disagree.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +81,22 @@ class Listing:
         return self.querystring(sort=first, page=1)
 
 
+# Large JSON a listing never shows. A broker's topology alone is 730 KB with 5,000
+# bindings, and select_related would bring it (decoded) along with every row.
+UNSHOWN_BROKER = ("broker__topology", "broker__health")
+
+
 def destinations(listing: Listing) -> QuerySet[Destination]:
-    qs = Destination.objects.filter(gone_since__isnull=True, broker__enabled=True).select_related(
-        "broker"
+    """The rows of a listing; pass them through `shown` before use."""
+    qs = (
+        Destination.objects.filter(gone_since__isnull=True, broker__enabled=True)
+        .select_related("broker")
+        # `details` can hold every consumer of a queue; a row shows two of its
+        # entries, read in SQL (see `shown`).
+        .defer("details", *UNSHOWN_BROKER)
+        .annotate(
+            listed_status=F("details__status"), listed_behind=F("details__extra__lag_seconds")
+        )
     )
     if listing.broker:
         qs = qs.filter(broker__name=listing.broker)
@@ -100,6 +114,27 @@ def destinations(listing: Listing) -> QuerySet[Destination]:
 def page_of(listing: Listing) -> Page:
     paginator = Paginator(destinations(listing), settings.SLUICE_PAGE_SIZE)
     return paginator.get_page(listing.page)
+
+
+def shown(rows: Iterable[Destination]) -> list[Destination]:
+    """Listing rows whose `details` hold only what a listing shows (status, time behind).
+
+    Templates, `trouble_label` and `as_json` read them as usual. The rows are
+    for display: saving one would store the cut-down details.
+    """
+    out = []
+    for dest in rows:
+        dest.details = {
+            "status": dest.listed_status or {},  # type: ignore[attr-defined]
+            "extra": {"lag_seconds": dest.listed_behind or {}},  # type: ignore[attr-defined]
+        }
+        out.append(dest)
+    return out
+
+
+def brokers_shown() -> QuerySet[Broker]:
+    """Enabled brokers for the cards above a listing, without their topology."""
+    return Broker.objects.filter(enabled=True).defer("topology")
 
 
 def as_json(dest: Destination) -> dict[str, Any]:

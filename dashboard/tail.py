@@ -28,9 +28,10 @@ Limits: at most MAX_ROWS_PER_SECOND rows a second are sent; above that,
 every k-th message is (k from the last second's rate) and the status says
 "showing 50 of 1,200 msg/s". The page keeps MAX_ROWS rows.
 
-Close codes: 4401/4403 no session or no role (as the live socket), 4400 bad
-parameters, 4404 unknown broker or topic; 1013 ("try again later") when the
-broker cannot be reached, which htmx's ws extension answers by reconnecting.
+Close codes: 4401/4403 no session (or signed out since) or no role, 4429 too
+many live views (all three from dashboard/sockets.py, as for the live socket),
+4400 bad parameters, 4404 unknown broker or topic; 1013 ("try again later") when
+the broker cannot be reached, which htmx's ws extension answers by reconnecting.
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from brokers import readable
 from brokers.base import BrokerError
-from dashboard.auth import role_of
+from dashboard.sockets import GuardedSocket
 
 MAX_ROWS = 500  # rows the page keeps
 MAX_ROWS_PER_SECOND = 50  # rows sent a second; above that the tail samples
@@ -210,13 +211,15 @@ def _printable(data: bytes, cut: bool) -> str | None:
 
 def row(record: Record) -> dict[str, Any]:
     """What a row needs; the template escapes all of it."""
-    when = datetime.fromtimestamp(record.timestamp, UTC) if record.timestamp is not None else None
+    moment = readable.utc_time(record.timestamp)
+    when = moment if isinstance(moment, datetime) else None
     return {
         "partition": record.partition,
         "subject": record.subject,
         "position": record.position,
         "when": f"{when:%H:%M:%S}.{when.microsecond // 1000:03d}" if when else "",
-        "when_full": f"{when:%Y-%m-%d %H:%M:%S.%f} UTC" if when else "",
+        # A producer's clock can say anything: out of range shows as unreadable.
+        "when_full": f"{when:%Y-%m-%d %H:%M:%S.%f} UTC" if when else str(moment or ""),
         "key": preview(record.key, KEY_CHARS),
         "headers": [
             {"name": name, "value": preview(value, HEADER_CHARS)} for name, value in record.headers
@@ -251,11 +254,10 @@ def parse_options(params: Mapping[str, str]) -> tuple[int | None, int]:
 # -- the websocket ------------------------------------------------------------
 
 
-class TailConsumer(AsyncWebsocketConsumer):
+class TailConsumer(GuardedSocket):
     """One tail per socket: checks the user, starts a reader, pushes rows and the rate."""
 
-    # Nothing reaches a tail through the channel layer: no group, no Redis connection.
-    channel_layer_alias = None
+    # Only the sign-out reaches a tail through the channel layer (GuardedSocket).
     # The page whose partials (rows, status, controls, error) are pushed.
     template = TEMPLATE
 
@@ -268,10 +270,7 @@ class TailConsumer(AsyncWebsocketConsumer):
     _tasks: tuple[asyncio.Task[None], ...] = ()
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if await database_sync_to_async(role_of)(user) is None:
-            # As the live socket: 4401/4403 tell the page not to retry with this session.
-            await self.close(code=4401 if not getattr(user, "is_authenticated", False) else 4403)
+        if not await self.admit() or not await self.settle():
             return
         await self.accept()
         kwargs = self.scope["url_route"]["kwargs"]
@@ -294,6 +293,10 @@ class TailConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await self._stop()
+        await self.release()
+
+    async def end(self, message: str, code: int) -> None:
+        await self._fail(message, code)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """{"action": "pause"} or {"action": "resume"}, as htmx's ws-send sends the form."""
@@ -393,6 +396,7 @@ class TailConsumer(AsyncWebsocketConsumer):
             await self._push(self._fragment("error", error=message, code=code))
         finally:
             await self._stop()
+            await self.release()
             await self.close(code=code)
 
     async def _stop(self) -> None:

@@ -12,6 +12,11 @@ stream also stores included, without their sequence). Subscribing changes
 nothing for other subscribers, so viewers may watch. Rows show the time the
 message reached Sluice, since core messages carry no timestamp.
 
+NATS's own subjects (the JetStream API and acknowledgements, cluster internals,
+the system account: `INTERNAL_PREFIXES`, the ones publishing refuses) are not
+tailed: a filter naming them is refused, and a wildcard filter such as `>`,
+which matches them too, leaves them out.
+
 A flood is bounded twice: the reader keeps at most MAX_PENDING messages
 between two polls (more are counted in `dropped` but not shown or rated), and
 the consumer sends at most MAX_ROWS_PER_SECOND rows a second, sampling above.
@@ -36,6 +41,7 @@ from dashboard.tail import (
     TailConsumer,
     _Refused,
 )
+from dashboard.views.nats_publish import INTERNAL_PREFIXES
 
 MAX_PENDING = 50_000  # messages held between two polls (a poll comes every 0.25 s)
 TEMPLATE = "dashboard/nats/tail.html"
@@ -68,6 +74,8 @@ class NatsReader:
 
     def _deliver(self, d: Delivery) -> None:
         """On the client's thread, for each message: keep a preview for the next poll."""
+        if d.subject.startswith(INTERNAL_PREFIXES):
+            return  # a wildcard filter's match among NATS's own subjects
         record = Record(
             body=d.body[:PREVIEW_BYTES],
             size=len(d.body),
@@ -117,4 +125,10 @@ class NatsTailConsumer(TailConsumer):
             subject = check_subject((query.get("subject") or "").strip(), wildcards=True)
         except BadSubject as exc:
             raise _Refused(f"Cannot tail that subject: {exc}.", CLOSE_BAD_REQUEST) from None
+        if subject.startswith(INTERNAL_PREFIXES):
+            raise _Refused(
+                f"Cannot tail {subject.split('.')[0]}. subjects: they are NATS's own (the "
+                "JetStream API, acknowledgements, the system account).",
+                CLOSE_BAD_REQUEST,
+            )
         return NatsReader(broker, subject)

@@ -11,6 +11,10 @@
   document.addEventListener("htmx:wsClose", function (event) {
     var code = event.detail && event.detail.event && event.detail.event.code;
     if (code === 4401) { window.location.reload(); return; }
+    if (code === 4429) {
+      setState("closed", "No live updates: too many live views are open for your account. Close some, then reload.");
+      return;
+    }
     setState("closed", "Live updates interrupted; reconnecting");
   });
   // A pushed fragment replaces the <details> inside it: those the reader had

@@ -3,8 +3,9 @@
 // server and swapped in by htmx's ws extension; nothing here touches their content.
 (function () {
   var RETRIED = [1006, 1011, 1012, 1013]; // codes htmx's ws extension reconnects after
-  var FINAL = { 4400: "Stopped: see the error above.", 4403: "Your account has no role.",
-                4404: "Stopped: see the error above." };
+  var FINAL = { 4400: "Stopped: see the error above.", 4401: "Signed out.",
+                4403: "Your account has no role.", 4404: "Stopped: see the error above.",
+                4429: "Stopped: see the error above." };
   var socket = null;
 
   function inTail(event) {
