@@ -90,6 +90,7 @@ from brokers.nats_wire import (
     pairs_of,
     parse_time,
     status_of,
+    stream_name,
 )
 
 __all__ = [
@@ -335,6 +336,8 @@ class NatsClient:
         self, what: str, req: dict[str, Any] | None, stream: str, seq: int | None = None
     ) -> dict[str, Any]:
         """A JetStream API call; its error turned into what it means."""
+        if stream:
+            stream_name(stream)
         payload = json.dumps(req).encode() if req is not None else b""
         try:
             msg = await self._nc.request(f"{API}.{what}", payload, timeout=self.timeout)
@@ -356,6 +359,7 @@ class NatsClient:
     async def _get(
         self, stream: str, req: dict[str, Any], direct: bool, limit: int | None
     ) -> StoredMsg | None:
+        stream_name(stream)
         if direct:
             try:
                 msg = await self._nc.request(

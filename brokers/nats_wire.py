@@ -55,6 +55,14 @@ class Missing(BrokerError):
         super().__init__(message, retryable=False)
 
 
+def stream_name(name: str) -> str:
+    """`name` if JetStream could hold a stream by that name; otherwise Missing, said plainly.
+    A dot or wildcard would make another API subject of it, which nothing answers."""
+    if not STREAM_NAME.fullmatch(name):
+        raise Missing(f"{name[:80]!r} is not a stream name (no spaces, '.', '*', '>', '/' or '\\')")
+    return name
+
+
 class _NoMessage(Missing):
     """MESSAGE GET found nothing at or after what was asked."""
 
@@ -317,7 +325,7 @@ def from_direct(stream: str, msg: Msg, limit: int | None = None) -> StoredMsg:
     data = bytes(msg.data or b"")
     return StoredMsg(
         stream=meta.get("Nats-Stream", stream),
-        seq=int(meta.get("Nats-Sequence", 0)),
+        seq=_whole(meta.get("Nats-Sequence", "")),
         subject=meta.get("Nats-Subject", ""),
         time=parse_time(meta.get("Nats-Time-Stamp")),
         headers=tuple(pairs[:cut]),
@@ -359,6 +367,11 @@ def _description(msg: Msg) -> str:
     return str(headers.get("Description") or f"status {headers.get('Status')}")
 
 
+def _whole(text: str) -> int:
+    """A sequence the server wrote as decimal digits; 0 (no such sequence) for anything else."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else 0
+
+
 def _int_header(msg: Msg, name: str, default: int) -> int:
     try:
         return int((msg.headers or {}).get(name, default))
@@ -376,7 +389,7 @@ def parse_time(value: Any) -> datetime | None:
     text = FRACTION.sub(r"\1", str(value)).replace("Z", "+00:00")
     try:
         return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # not RFC 3339, or past year 9999 once in UTC
         return None
 
 

@@ -6,6 +6,7 @@ newcomer needs no set-up; every variable is listed in the README.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -88,11 +89,16 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "django_htmx",
+    "axes",  # before dashboard: its failure count is up to date when Sluice audits
     "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # An error answer with an empty body gets a sentence saying why (dashboard/errors.py).
+    "dashboard.errors.ErrorMessageMiddleware",
+    # CSP, Permissions-Policy, and no-store for signed-in users (dashboard/security.py).
+    "dashboard.security.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -102,6 +108,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Turns a sign-in refused by the throttle into its 429 page; last, as axes asks.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -178,6 +186,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+
+# Sign-in throttling (django-axes): after N failures for one user name, or from one
+# address, counted separately, sign-in is refused with a 429 page for M minutes.
+# Failed attempts are audited (dashboard/loginaudit.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("SLUICE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+SLUICE_LOGIN_LOCKOUT_MINUTES = env_int("SLUICE_LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=SLUICE_LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Attempts while locked out are refused but do not stretch the lock, so that it ends
+# when the page says; a success elsewhere does not wipe the count an attacker built.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "dashboard.loginaudit.locked_out"
+# Reverse proxies in front of Sluice that append to X-Forwarded-For (0: use the peer).
+SLUICE_PROXY_COUNT = env_int("SLUICE_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "dashboard.loginaudit.client_address"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -241,6 +269,9 @@ SLUICE_NATS_CAPTURE_CHECK_MINUTES = env_int("SLUICE_NATS_CAPTURE_CHECK_MINUTES",
 SLUICE_NATS_DLQ_PATTERNS = env("SLUICE_NATS_DLQ_PATTERNS", "*_DLQ,*-dlq,*.dlq,DLQ_*,dlq.*")
 # How many head messages a dead-letter scan or a dry run reads.
 SLUICE_PEEK_LIMIT = env_int("SLUICE_PEEK_LIMIT", 1000, minimum=1)
+# The ${VAR}s that brokers added or changed in the admin may expand (the broker
+# file's may expand any): an admin account must not read the worker's environment.
+SLUICE_ADMIN_ENV_ALLOWLIST = env_list("SLUICE_ADMIN_ENV_ALLOWLIST", "")
 # Bodies longer than this are shown truncated, with a download of the whole.
 SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)
 # The publish form and API take bodies up to 16 MiB (views.messages.MAX_BODY), a
@@ -248,3 +279,25 @@ SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 24 * 1024 * 1024
 # A running job whose worker has not reported for this long is shown as interrupted, and can be resumed.
 SLUICE_JOB_STALL_SECONDS = env_int("SLUICE_JOB_STALL_SECONDS", 30, minimum=2)
+
+# Websockets: live views (the overview, a queue, a job, a tail) a user may have open at once.
+SLUICE_WS_MAX_PER_USER = env_int("SLUICE_WS_MAX_PER_USER", 20, minimum=1)
+
+
+# Behind HTTPS (README, "Behind HTTPS"): cookies only over TLS, and HSTS.
+def _proxy_ssl_header(raw: str) -> tuple[str, str] | None:
+    """Django's SECURE_PROXY_SSL_HEADER from "X-Forwarded-Proto: https"."""
+    if not raw:
+        return None
+    name, sep, value = raw.partition(":")
+    if not sep or not name.strip() or not value.strip():
+        raise ImproperlyConfigured(
+            f"SLUICE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https', not {raw!r}"
+        )
+    return "HTTP_" + name.strip().upper().replace("-", "_"), value.strip()
+
+
+SLUICE_HTTPS = env_bool("SLUICE_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SLUICE_HTTPS
+SECURE_HSTS_SECONDS = env_int("SLUICE_HSTS_SECONDS", 31_536_000 if SLUICE_HTTPS else 0, minimum=0)
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env("SLUICE_PROXY_SSL_HEADER"))

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET
 from dashboard import queries
 from dashboard.auth import VIEWER, require_role
 from dashboard.models import Broker, Destination
+from dashboard.views import params
 
 
 def error(message: str, status: int) -> JsonResponse:
@@ -29,10 +30,9 @@ def broker_destinations(request: HttpRequest, name: str) -> JsonResponse:
     listing = queries.Listing.from_params(request.GET, broker=name)
     qs = queries.destinations(listing)
     try:
-        limit = int(request.GET.get("limit", 0)) or None
-        offset = int(request.GET.get("offset", 0))
-    except ValueError:
-        return error("limit and offset must be whole numbers.", 400)
+        offset, limit = params.slice_bounds(request.GET)
+    except params.BadInput as exc:
+        return error(f"{exc}.", 400)
     total = qs.count()
     rows = qs[offset : offset + limit] if limit else qs[offset:]
     return JsonResponse(
@@ -40,13 +40,18 @@ def broker_destinations(request: HttpRequest, name: str) -> JsonResponse:
             "broker": name,
             "total": total,
             "sort": listing.sort,
-            "destinations": [queries.as_json(d) for d in rows],
+            "destinations": [queries.as_json(d) for d in queries.shown(rows)],
         }
     )
 
 
 def _destination(name: str, key: str) -> Destination | None:
-    return Destination.objects.select_related("broker").filter(broker__name=name, key=key).first()
+    return (
+        Destination.objects.select_related("broker")
+        .defer(*queries.UNSHOWN_BROKER)
+        .filter(broker__name=name, key=key)
+        .first()
+    )
 
 
 @require_GET

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from brokers.base import BrokerError, Message, Published
+from brokers.base import BrokerError, Message, Published, adapter_class
 from dashboard import messageview
 from dashboard.auth import (
     OPERATOR,
@@ -27,13 +26,16 @@ from dashboard.auth import (
 from dashboard.collector import adapter_for
 from dashboard.models import Broker, Destination
 from dashboard.views.pages import get_broker_or_404
-from dashboard.views.params import json_object, typed
+from dashboard.views.params import json_object, parse_json, text, typed
 
 MAX_BROWSE = 200
 MAX_BODY = 16 * 1024 * 1024  # what the publish form accepts
 
 
 def _dest(broker: Broker, key: str) -> Destination:
+    # These pages read through the adapter's browse(); kinds without one have their own.
+    if not callable(getattr(adapter_class(broker.kind), "browse", None)):
+        raise Http404("This broker's messages are read from its own pages.")
     return get_object_or_404(Destination, broker=broker, key=key, kind__in=("queue", "stream"))
 
 
@@ -100,6 +102,9 @@ def send_one(
         raise ValueError(f"the body is {len(body):,} bytes; the limit here is {MAX_BODY:,}")
     where = f"{vhost}/{exchange}"
     with publish_failure_audited(user, broker, where, len(body), routing_key=routing_key):
+        if len(exchange.encode()) > 255 or len(routing_key.encode()) > 255:
+            # AMQP carries both as short strings: the client cannot even encode longer ones.
+            raise ValueError("exchange names and routing keys are at most 255 bytes")
         result: Published = adapter_for(broker).publish(
             vhost, exchange, routing_key, body, properties, headers
         )  # type: ignore[attr-defined]
@@ -194,7 +199,7 @@ def parse_body(kind: str, raw: str) -> bytes:
             raise ValueError("the body is not valid base64") from None
     if kind == "json":
         try:
-            json.loads(raw)
+            parse_json(raw)
         except ValueError as exc:
             raise ValueError(f"the body is not valid JSON: {exc}") from None
     return raw.encode("utf-8")
@@ -204,7 +209,7 @@ def parse_headers(raw: str) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        headers = json.loads(raw)
+        headers = parse_json(raw)
     except ValueError as exc:
         raise ValueError(f"headers must be a JSON object: {exc}") from None
     if not isinstance(headers, dict):
@@ -318,21 +323,22 @@ def api_publish(request: HttpRequest, name: str) -> JsonResponse:
         return nats_publish.api_publish(request, name)
     try:
         data = json_object(request)
-        body_bytes = parse_body(data.get("body_kind", "text"), str(data.get("body", "")))
+        body_bytes = parse_body(text(data, "body_kind", "text"), text(data, "body"))
         headers = data.get("headers") or {}
         props = data.get("properties") or {}
         if not isinstance(headers, dict) or not isinstance(props, dict):
             raise ValueError("headers and properties must be objects")
         vhost, exchange, rk = (
-            str(data.get("vhost", "/")),
-            str(data.get("exchange", "")),
-            str(data.get("routing_key", "")),
+            text(data, "vhost", "/"),
+            text(data, "exchange"),
+            text(data, "routing_key"),
         )
         result = send_one(request.user, broker, vhost, exchange, rk, body_bytes, props, headers)
     except ValueError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     except BrokerError as exc:
-        return JsonResponse({"error": str(exc)}, status=502)
+        # Refused as asked (no such exchange, vhost not allowed): trying again cannot help.
+        return JsonResponse({"error": str(exc)}, status=502 if exc.retryable else 400)
     return JsonResponse({"confirmed": result.confirmed, "routed": result.routed, **result.detail})
 
 

@@ -10,6 +10,15 @@ class BadInput(ValueError):
     """A parameter that cannot be used; the message says which and why."""
 
 
+def parse_json(text: str | bytes) -> Any:
+    """JSON from a request, or ValueError: nesting deeper than Python's recursion limit
+    (valid JSON, but no parser here can hold it) is refused like any other bad JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
 def whole(params: Any, name: str, default: int | None, low: int, high: int) -> int | None:
     """The parameter `name` as a whole number in [low, high], `default` when absent."""
     raw = (params.get(name) or "").strip()
@@ -24,6 +33,22 @@ def whole(params: Any, name: str, default: int | None, low: int, high: int) -> i
     return value
 
 
+def text(data: dict[str, Any], name: str, default: str = "") -> str:
+    """The JSON field `name` as text: absent or null gives `default`, another type is refused."""
+    value = data.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise BadInput(f"{name} must be text, not {type(value).__name__}")
+    return value
+
+
+def slice_bounds(params: Any, total_limit: int = 100_000) -> tuple[int, int | None]:
+    """?offset= and ?limit= of a listing: offset from 0, limit from 1 (absent: no limit)."""
+    offset = whole(params, "offset", 0, 0, 10**9) or 0
+    return offset, whole(params, "limit", None, 1, total_limit)
+
+
 def header_pairs(raw: Any) -> list[tuple[Any, Any]]:
     """Headers as given to a publish form or API, unchecked: a JSON text or value, either
     an object {"name": "value" or ["v1", "v2"]} or a list of [name, value] pairs (names
@@ -32,7 +57,7 @@ def header_pairs(raw: Any) -> list[tuple[Any, Any]]:
         if not raw.strip():
             return []
         try:
-            raw = json.loads(raw)
+            raw = parse_json(raw)
         except ValueError as exc:
             raise BadInput(f"headers must be JSON: {exc}") from None
     if raw is None:
@@ -49,7 +74,7 @@ def header_pairs(raw: Any) -> list[tuple[Any, Any]]:
 def json_object(request: Any) -> dict[str, Any]:
     """The request's body as a JSON object (an empty body is {})."""
     try:
-        data = json.loads(request.body or b"{}")
+        data = parse_json(request.body or b"{}")
     except ValueError as exc:  # UnicodeDecodeError included
         raise BadInput(f"the body must be a JSON object: {exc}") from None
     if not isinstance(data, dict):
