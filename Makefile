@@ -12,7 +12,7 @@ run: $(VENV)/.installed
 
 # Lint and types first: they need no services and fail fast.
 test: check
-	$(PY) -m dashboard.devservices test -- $(VENV)/bin/pytest -q -p no:cacheprovider
+	$(PY) -m dashboard.devservices test -- $(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
 
 check: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
