@@ -18,6 +18,7 @@ check: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy brokers/
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf .sluice

@@ -41,7 +41,7 @@ from kafka.protocol.consumer import ListOffsetsRequest, OffsetFetchRequest
 from kafka.protocol.metadata import MetadataRequest
 from timing import cycle_table, interleaved, timed
 
-from brokers.kafka import DESCRIBE_GROUPS_MAX_VERSION, Kafka
+from brokers.kafka.adapter import DESCRIBE_GROUPS_MAX_VERSION, Kafka
 
 PREFIX = "sluice-bench"
 # Names carry a run id: Tansu 0.6 fails to commit offsets for a group that was

@@ -35,7 +35,7 @@ import requests
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from timing import cycle_table, interleaved
 
-from brokers.nats import CONNZ_PARAMS, JSZ_PARAMS, Nats
+from brokers.nats.adapter import CONNZ_PARAMS, JSZ_PARAMS, Nats
 
 PREFIX = "BENCH"
 TARGET_SECONDS = 2.0

@@ -30,8 +30,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pika
 import requests
 
-from brokers.rabbitmq import QUEUE_COLUMNS, RabbitMQ
-from brokers.rabbitmq_api import PAGE_SIZE
+from brokers.rabbitmq.adapter import QUEUE_COLUMNS, RabbitMQ
+from brokers.rabbitmq.management import PAGE_SIZE
 
 VHOST = "sluice-bench"
 TARGET = 1.3

@@ -66,7 +66,7 @@ async def _drop(js: Any, *names: str) -> None:
 
 async def prepare(url: str, n: int) -> None:
     """BENCH_ORDERS with n terminated messages (n advisories), BENCH_DLQ with n dead letters."""
-    from brokers.nats_advisories import CAPTURE_SUBJECTS, capture_config
+    from brokers.nats.deadletters import CAPTURE_SUBJECTS, capture_config
 
     nc = await nats.connect(url)
     js = nc.jetstream(publish_async_max_pending=20000)

@@ -49,7 +49,7 @@ import requests
 import scratch_django
 
 from brokers.base import Outgoing
-from brokers.rabbitmq_amqp import AmqpTransfer, replay_target
+from brokers.rabbitmq.amqp import AmqpTransfer, replay_target
 
 VHOST = "sluice-bench-replay"
 ORIGINALS = [f"bench.orders.{i}" for i in range(10)]

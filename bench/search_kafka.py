@@ -16,7 +16,7 @@ in interleaved rounds on the same broker:
 
 and prints both rates and ours ÷ reference (target ≥ 0.8). `ours` runs twice:
 with a body substring, which the scanner tries on whole record batches before
-decoding any record (`brokers.kafka_scan`), and with the same text as a regex,
+decoding any record (`brokers.kafka.scan`), and with the same text as a regex,
 which rules out no batch, so every record is decoded (the worst case). The
 topic is deleted at the end.
 

@@ -1,4 +1,4 @@
-"""Broker access for Sluice: one module per broker behind the interface in `base`.
+"""Broker access for Sluice: one package per broker kind behind the interface in `base`.
 
 Importing this package imports no broker client library; adapters are loaded
 on first use through `brokers.base.connect`.

@@ -268,9 +268,9 @@ class Adapter(Protocol):
 # Short names to classes, imported on first use so that importing `brokers`
 # does not import pika, kafka-python or nats-py.
 ADAPTERS = {
-    "rabbitmq": "brokers.rabbitmq.RabbitMQ",
-    "kafka": "brokers.kafka.Kafka",
-    "nats": "brokers.nats.Nats",
+    "rabbitmq": "brokers.rabbitmq.adapter.RabbitMQ",
+    "kafka": "brokers.kafka.adapter.Kafka",
+    "nats": "brokers.nats.adapter.Nats",
 }
 
 # Options each kind accepts, and which of them must be present.

@@ -18,7 +18,7 @@ from django.conf import settings
 
 from brokers import readable
 from brokers.base import Message
-from brokers.rabbitmq_amqp.deaths import history
+from brokers.rabbitmq.deadletters import history
 from brokers.readable import Unreadable
 
 
@@ -52,7 +52,7 @@ def _shown(value: str | Unreadable | None) -> str:
 
 def _log_death_info(message: Message) -> dict[str, Any]:
     """The same facts for a Kafka dead letter, from its origin and exception headers."""
-    from brokers.kafka_transfer import REASON_HEADERS, origin_topic
+    from brokers.kafka.transfer import REASON_HEADERS, origin_topic
 
     headers = message.headers
     reason = next((headers[h] for h in REASON_HEADERS if isinstance(headers.get(h), str)), "")

@@ -17,7 +17,7 @@ from django.conf import settings
 from kafka import KafkaConsumer
 
 from brokers.base import BrokerError, Message
-from brokers.kafka_transfer import LogTransfer, log_range, origin_topic, peek
+from brokers.kafka.transfer import LogTransfer, log_range, origin_topic, peek
 from dashboard import deadletters, jobs
 from dashboard.collector import adapter_for
 from dashboard.models import Broker, Destination, Job

@@ -14,9 +14,9 @@ from typing import Any, cast
 
 from django.utils import timezone
 
-from brokers import kafka_offsets as ko
 from brokers.base import BrokerError
-from brokers.kafka import Kafka
+from brokers.kafka import offsets as ko
+from brokers.kafka.adapter import Kafka
 from dashboard.auth import audit
 from dashboard.collector import adapter_for
 from dashboard.models import Broker, OffsetReset

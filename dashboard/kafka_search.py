@@ -22,9 +22,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from brokers.base import BrokerError
-from brokers.kafka import Kafka
-from brokers.kafka_filters import FilterError, compile_filters
-from brokers.kafka_messages import Record, TopicReader
+from brokers.kafka.adapter import Kafka
+from brokers.kafka.browse import Record, TopicReader
+from brokers.kafka.filters import FilterError, compile_filters
 from dashboard.auth import audit
 from dashboard.collector import adapter_for
 from dashboard.models import Broker, Search

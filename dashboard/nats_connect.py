@@ -2,7 +2,7 @@
 
 One client per use (a page, a request, a tail): connecting takes a
 round trip, and a client of its own is closed with certainty when the
-use ends. `brokers.nats_client` knows nothing of Django; this is the bridge.
+use ends. `brokers.nats.client` knows nothing of Django; this is the bridge.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from brokers.base import BrokerError
-from brokers.nats_client import NatsClient
+from brokers.nats.client import NatsClient
 from dashboard.config import connect_options
 from dashboard.models import Broker
 

@@ -1,6 +1,6 @@
 """NATS dead letters on the Django side: the capture stream's upkeep, what the page lists and groups.
 
-The capture stream (brokers.nats_advisories) is created or checked from the
+The capture stream (brokers.nats.deadletters) is created or checked from the
 collection path: after a successful collection of a NATS broker, at most once
 per SLUICE_NATS_CAPTURE_CHECK_MINUTES (one STREAM.INFO when all is well), and
 by `manage.py nats_capture`. Only then may Sluice create it, and only while
@@ -22,9 +22,9 @@ from django.conf import settings
 from django.core.cache import cache
 
 from brokers.base import BrokerError, Message
-from brokers.nats_advisories import CaptureStatus, ensure_capture, manual_command
-from brokers.nats_pipeline import DeadLetterClient
-from brokers.nats_transfer import REASON_HEADERS, origin_subject
+from brokers.nats.deadletters import CaptureStatus, ensure_capture, manual_command
+from brokers.nats.pipeline import DeadLetterClient
+from brokers.nats.transfer import REASON_HEADERS, origin_subject
 from dashboard.deadletters import text_of
 from dashboard.models import Broker, Destination
 from dashboard.nats_connect import nats_client

@@ -4,7 +4,7 @@ A job's source is either the advisory capture stream, `advisories/<stream>`
 (each advisory points at a message in its stream), or a dead-letter stream,
 `stream/<name>`. Sequences are fixed when the job is created, so one job is
 one pass; its position is the job's own cursor (`Job.cursor`), saved only
-after JetStream acknowledged the copies (brokers.nats_transfer). Each copy
+after JetStream acknowledged the copies (brokers.nats.transfer). Each copy
 goes to its original subject (the stored subject, or for a dead-letter stream
 the subject an origin header names) or to a subject the operator chose.
 `delete_original` also deletes each original after its copy's PubAck.
@@ -21,11 +21,11 @@ from django.conf import settings
 from django.db.models import F
 
 from brokers.base import BrokerError, Message
-from brokers.nats_advisories import Advisory
-from brokers.nats_client import BadSubject, Missing, check_subject
-from brokers.nats_pipeline import DeadLetterClient
-from brokers.nats_transfer import SequenceTransfer, origin_subject, read_dead_letters
-from brokers.nats_wire import header_problem
+from brokers.nats.client import BadSubject, Missing, check_subject
+from brokers.nats.deadletters import Advisory
+from brokers.nats.pipeline import DeadLetterClient
+from brokers.nats.transfer import SequenceTransfer, origin_subject, read_dead_letters
+from brokers.nats.wire import header_problem
 from dashboard import deadletters, jobs
 from dashboard.models import Broker, Job
 from dashboard.nats_deadletters import client_for

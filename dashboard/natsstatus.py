@@ -12,7 +12,7 @@ result in `Destination.details["status"]` and in the ranking (`trouble`):
              messages arrive faster than the consumer takes them;
     OK       anything else (caught up, keeping up, or too little history yet).
 
-The ack floor's movement is the consumer's out-rate (`brokers/nats_monitor.py`
+The ack floor's movement is the consumer's out-rate (`brokers/nats/monitor.py`
 makes the ack floor's consumer sequence its out-total), so it is judged from
 stored samples like a Kafka group's commits (dashboard/kafkastatus.py).
 """

@@ -3,7 +3,7 @@
 Nothing joins a group and nothing is committed: the partitions are assigned,
 not subscribed. The consumer comes from the broker's adapter
 (`Kafka.client`), so it has the cluster's connection settings and timeouts.
-kafka-python is imported here and in brokers/kafka.py only.
+kafka-python is imported here and in brokers/kafka/adapter.py only.
 """
 
 from __future__ import annotations

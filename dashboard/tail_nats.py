@@ -28,7 +28,7 @@ import threading
 from collections.abc import Mapping
 
 from brokers.base import BrokerError
-from brokers.nats_client import BadSubject, Delivery, NatsClient, check_subject
+from brokers.nats.client import BadSubject, Delivery, NatsClient, check_subject
 from dashboard.models import Broker
 from dashboard.nats_connect import nats_client
 from dashboard.tail import (

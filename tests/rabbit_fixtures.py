@@ -107,7 +107,7 @@ def management(rabbitmq: dict[str, str], method: str, path: str, **kw: Any) -> r
 @pytest.fixture
 def odd_vhost(rabbitmq: dict[str, str], unique_name: str) -> Iterator[str]:
     """A vhost whose name has '/', '%', '#', spaces and unicode, deleted afterwards."""
-    from brokers.rabbitmq_api import quote_path
+    from brokers.rabbitmq.management import quote_path
 
     vhost = f"sluice odd/v%h#ost ünï {unique_name}"
     management(rabbitmq, "PUT", quote_path("api", "vhosts", vhost))

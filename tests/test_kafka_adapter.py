@@ -17,7 +17,7 @@ from kafka import (
 )
 
 from brokers.base import BrokerError, Destination, Snapshot
-from brokers.kafka import Kafka
+from brokers.kafka.adapter import Kafka
 from tests.kafka_fixtures import joined_consumer
 
 
@@ -353,7 +353,7 @@ def test_members_show_client_host_and_the_partitions_assigned_to_them(
 def test_a_member_assignment_is_decoded_from_the_consumer_protocol() -> None:
     from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment as Assignment
 
-    from brokers.kafka_monitor_map import assignment
+    from brokers.kafka.monitor_map import assignment
 
     # The bytes a consumer's group leader sends in SyncGroup, as Kafka returns
     # them in DescribeGroups (Tansu returns none, so they are made here).

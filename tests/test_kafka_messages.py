@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from brokers.kafka_filters import FilterError, compile_filters, parse_path
+from brokers.kafka.filters import FilterError, compile_filters, parse_path
 from dashboard.models import AuditEntry, Broker
 from tests.app_fixtures import closed_port
 from tests.kafka_fixtures import read_all

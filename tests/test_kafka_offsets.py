@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
-from brokers import kafka_offsets as ko
+from brokers.kafka import offsets as ko
 from tests.app_fixtures import closed_port, wait_for
 from tests.kafka_fixtures import FAST_GROUP
 

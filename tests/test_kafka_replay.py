@@ -265,7 +265,7 @@ def test_a_viewer_looks_at_a_dead_letter_topic_and_an_operator_replays_from_the_
 def test_batch_producer_partitions_like_kafkas_producer_and_splits_large_batches(
     kafka, kafka_admin, make_topic, produce, unique_name
 ) -> None:
-    from brokers.kafka_produce import BatchProducer
+    from brokers.kafka.produce import BatchProducer
 
     topic = make_topic(f"lean-{unique_name}", partitions=5)
     keys = [f"customer-{n}".encode() for n in range(40)]

@@ -10,7 +10,7 @@ import pytest
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 # The browser tests' module-scoped Chromium, as the fixture `chromium` here.
-from brokers.nats_client import NatsClient
+from brokers.nats.client import NatsClient
 from tests.test_browser import browser as chromium  # noqa: F401
 from tests.test_browser import sign_in
 from tests.test_stack import DEADLINE

@@ -17,8 +17,8 @@ from nats.aio.client import __version__ as client_version
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from brokers.base import BrokerError, Destination, Snapshot
-from brokers.nats import Nats
-from brokers.nats_monitor_server import seconds
+from brokers.nats.adapter import Nats
+from brokers.nats.monitor_server import seconds
 from tests.nats_fixtures import JetStream, NatsServer, free_port, start_linked_servers
 
 

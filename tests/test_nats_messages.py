@@ -15,7 +15,7 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import RetentionPolicy
 
-from brokers.nats_client import NatsClient
+from brokers.nats.client import NatsClient
 from tests.app_fixtures import closed_port
 
 pytestmark = pytest.mark.django_db
@@ -670,11 +670,11 @@ def test_the_generic_publish_routes_hand_nats_over(client_for, nats_broker, stre
 
 
 def test_the_client_contract(nats_broker, stream, unique_name, private_nats):
-    """brokers.nats_client as the dead-letter and job code use it, against the real server."""
+    """brokers.nats.client as the dead-letter and job code use it, against the real server."""
     import threading
 
     from brokers.base import BrokerError
-    from brokers.nats_client import BadSubject, Missing, NoResponders
+    from brokers.nats.client import BadSubject, Missing, NoResponders
 
     u = unique_name
     with NatsClient({"url": nats_broker.options["url"]}, timeout=2) as c:
@@ -754,7 +754,7 @@ def test_a_request_a_stream_captures_is_stored_and_says_so(
 def test_stored_headers_named_like_the_direct_get_ones_are_kept(nats_broker, stream, unique_name):
     """A stored message may carry Nats-Stream, Nats-Subject, Nats-Sequence itself (a
     stream's RePublish adds them). Every read takes off only the block the server appended."""
-    from brokers.nats_pipeline import DeadLetterClient
+    from brokers.nats.pipeline import DeadLetterClient
 
     u = unique_name
     own = [("Nats-Stream", "ELSEWHERE"), ("Nats-Subject", "orig.subject"), ("Nats-Sequence", "77")]

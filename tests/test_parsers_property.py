@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brokers.base import Message
-from brokers.kafka_filters import compile_filters
-from brokers.kafka_messages import Record
-from brokers.kafka_transfer import as_message as kafka_message
-from brokers.nats_transfer import as_message as nats_message
-from brokers.nats_wire import from_api, header_pairs, parse_time
-from brokers.rabbitmq_amqp import RawProperties, encode_properties, json_safe, replay_target
-from brokers.rabbitmq_amqp.browsing import _message_from_api
-from brokers.rabbitmq_amqp.deaths import history
+from brokers.kafka.browse import Record
+from brokers.kafka.filters import compile_filters
+from brokers.kafka.transfer import as_message as kafka_message
+from brokers.nats.transfer import as_message as nats_message
+from brokers.nats.wire import from_api, header_pairs, parse_time
+from brokers.rabbitmq.amqp import RawProperties, encode_properties, json_safe, replay_target
+from brokers.rabbitmq.browse import _message_from_api
+from brokers.rabbitmq.deadletters import history
 from dashboard import deadletters, messageview
 from dashboard.views.kafka_messages import record_json, record_view
 from dashboard.views.nats_messages import msg_json, msg_view

@@ -237,7 +237,7 @@ def test_a_header_nested_thousands_deep_breaks_no_page_and_replays_intact(
     from django.template.loader import render_to_string
 
     from brokers.base import Outgoing
-    from brokers.rabbitmq_amqp import AmqpTransfer
+    from brokers.rabbitmq.amqp import AmqpTransfer
     from dashboard import messageview
 
     top = declare()

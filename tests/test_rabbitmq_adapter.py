@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from brokers.base import BrokerError, Destination, Snapshot
-from brokers.rabbitmq import RabbitMQ, limits
-from brokers.rabbitmq_api import quote_path
+from brokers.rabbitmq.adapter import RabbitMQ, limits
+from brokers.rabbitmq.management import quote_path
 from tests.rabbit_fixtures import management
 
 # -- helpers ------------------------------------------------------------------

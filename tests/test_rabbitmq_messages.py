@@ -19,8 +19,8 @@ import pika
 import pytest
 
 from brokers.base import BrokerError, Message, Outgoing
-from brokers.rabbitmq import RabbitMQ
-from brokers.rabbitmq_amqp import (
+from brokers.rabbitmq.adapter import RabbitMQ
+from brokers.rabbitmq.amqp import (
     AmqpTransfer,
     RawProperties,
     browse,
@@ -32,7 +32,7 @@ from brokers.rabbitmq_amqp import (
     routes,
     topic_matches,
 )
-from brokers.rabbitmq_api import ManagementAPI, quote_path
+from brokers.rabbitmq.management import ManagementAPI, quote_path
 from tests.rabbit_fixtures import Topology, management
 
 # -- helpers ------------------------------------------------------------------
@@ -650,7 +650,7 @@ def test_adapter_publishes_and_browses_with_its_credentials(rabbitmq, declare, n
 
 
 def test_monitoring_does_not_import_pika():
-    code = "import sys, brokers.rabbitmq; sys.exit('pika' in sys.modules)"
+    code = "import sys, brokers.rabbitmq.adapter; sys.exit('pika' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 from kafka import KafkaProducer
 
-from brokers.kafka_filters import FilterError, compile_filters
+from brokers.kafka.filters import FilterError, compile_filters
 from dashboard import kafka_search
 from dashboard.models import Search
 

@@ -60,7 +60,7 @@ def duration(value: Any) -> str:
 @register.filter
 def server_time(value: Any) -> datetime | None:
     """A server's ISO timestamp as a datetime, for the date filter."""
-    from brokers.nats_monitor import parse_time
+    from brokers.nats.monitor import parse_time
 
     return parse_time(value)
 

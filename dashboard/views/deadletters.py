@@ -16,9 +16,9 @@ from django.views.decorators.http import require_GET, require_POST
 from kafka import KafkaConsumer
 
 from brokers.base import BrokerError
-from brokers.kafka_messages import NotFound
-from brokers.kafka_transfer import as_message, log_range, newest_headers
-from brokers.kafka_transfer import peek as peek_log
+from brokers.kafka.browse import NotFound
+from brokers.kafka.transfer import as_message, log_range, newest_headers
+from brokers.kafka.transfer import peek as peek_log
 from dashboard import deadletters, jobservice, kafka_jobs, messageview
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.collector import adapter_for

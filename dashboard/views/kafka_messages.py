@@ -19,8 +19,8 @@ from django.urls import path
 from django.views.decorators.http import require_GET
 
 from brokers.base import BrokerError
-from brokers.kafka_filters import FilterError, Matcher, compile_filters
-from brokers.kafka_messages import NotFound, Page, Record, Rejected, TopicReader
+from brokers.kafka.browse import NotFound, Page, Record, Rejected, TopicReader
+from brokers.kafka.filters import FilterError, Matcher, compile_filters
 from dashboard import messageview
 from dashboard.auth import VIEWER, require_role
 from dashboard.deadletters import text_of

@@ -15,8 +15,8 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
-from brokers import kafka_offsets as ko
 from brokers.base import BrokerError
+from brokers.kafka import offsets as ko
 from dashboard import kafka_resets
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.models import Broker, Destination, OffsetReset

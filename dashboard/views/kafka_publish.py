@@ -15,8 +15,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from brokers.base import BrokerError
-from brokers.kafka_messages import NotFound, Rejected
-from brokers.kafka_publish import produce
+from brokers.kafka.browse import NotFound, Rejected
+from brokers.kafka.publish import produce
 from dashboard.auth import OPERATOR, audit_publish, forbidden, has_role, publish_failure_audited
 from dashboard.deadletters import text_of
 from dashboard.kafka_search import TOPIC_NAME, kafka_adapter

@@ -232,7 +232,7 @@ PROPERTY_FIELDS = (
 def _routes(
     broker: Broker, vhost: str, exchange: str, routing_key: str, headers: dict[str, Any]
 ) -> list[str]:
-    from brokers.rabbitmq_amqp import routes
+    from brokers.rabbitmq.amqp import routes
 
     topo = broker.topology or {}
     bindings = [b for b in topo.get("bindings", []) if b.get("vhost") == vhost]

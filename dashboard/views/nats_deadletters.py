@@ -21,9 +21,9 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from brokers.base import BrokerError
-from brokers.nats_advisories import CaptureStatus, ensure_capture, newest_advisories
-from brokers.nats_client import Missing
-from brokers.nats_transfer import as_message, dead_letter
+from brokers.nats.client import Missing
+from brokers.nats.deadletters import CaptureStatus, ensure_capture, newest_advisories
+from brokers.nats.transfer import as_message, dead_letter
 from dashboard import deadletters, jobservice
 from dashboard import nats_deadletters as dl
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role

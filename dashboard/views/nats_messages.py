@@ -1,6 +1,6 @@
 """A JetStream stream's messages: browse by sequence, time or subject, download one; the live tail page.
 
-Reading uses DIRECT GET or MESSAGE GET, never a consumer (brokers/nats_browse.py),
+Reading uses DIRECT GET or MESSAGE GET, never a consumer (brokers/nats/browse.py),
 so viewers may browse and nothing is audited. Publishing and the request/reply
 tester are in `nats_publish`; their URLs are listed here with the rest.
 """
@@ -19,8 +19,8 @@ from django.urls import path
 from django.views.decorators.http import require_GET
 
 from brokers.base import BrokerError
-from brokers.nats_browse import Page, Rejected, StreamBrowser
-from brokers.nats_client import BadSubject, Missing, StoredMsg, check_subject
+from brokers.nats.browse import Page, Rejected, StreamBrowser
+from brokers.nats.client import BadSubject, Missing, StoredMsg, check_subject
 from dashboard import messageview, tail
 from dashboard.auth import VIEWER, require_role
 from dashboard.deadletters import text_of

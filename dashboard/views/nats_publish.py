@@ -20,8 +20,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from brokers.base import BrokerError
-from brokers.nats_client import BadSubject, NoReply, NoResponders, Reply, TooBig, check_subject
-from brokers.nats_wire import header_problem
+from brokers.nats.client import BadSubject, NoReply, NoResponders, Reply, TooBig, check_subject
+from brokers.nats.wire import header_problem
 from dashboard import messageview
 from dashboard.auth import (
     OPERATOR,

@@ -1,6 +1,6 @@
 """A NATS server's client connections, as /connz showed them at the last collection.
 
-The collector reads /connz on every cycle (brokers/nats.py) and stores one row
+The collector reads /connz on every cycle (brokers/nats/adapter.py) and stores one row
 per connection with its message rates in the broker's health; these views
 only sort, filter and page those rows, so viewing never calls the server.
 """

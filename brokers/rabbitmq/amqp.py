@@ -3,7 +3,7 @@
 Talks to: one broker's AMQP port through pika, one connection per session
 (`AmqpTransfer`) or per call (`publish`, stream `browse`); classic and quorum
 queues are browsed through the management API instead (`POST .../get`).
-This is the only package that imports pika; `brokers.rabbitmq` imports it
+This is the only package that imports pika; `brokers.rabbitmq.adapter` imports it
 lazily so that monitoring never does.
 
 Options:
@@ -57,8 +57,8 @@ Cannot:
 
 from __future__ import annotations
 
-from brokers.rabbitmq_amqp.browsing import API_NOT_UTF8, STREAM_IDLE, browse
-from brokers.rabbitmq_amqp.codec import (
+from brokers.rabbitmq.browse import API_NOT_UTF8, STREAM_IDLE, browse
+from brokers.rabbitmq.codec import (
     HEADERS_FLAG,
     PROPERTY_FIELDS,
     SCALARS,
@@ -66,18 +66,18 @@ from brokers.rabbitmq_amqp.codec import (
     encode_properties,
     json_safe,
 )
-from brokers.rabbitmq_amqp.deaths import Death, History, history
-from brokers.rabbitmq_amqp.messages import (
+from brokers.rabbitmq.deadletters import Death, History, history
+from brokers.rabbitmq.messages import (
     PROPERTY_NAMES,
     VOLATILE_HEADERS,
     fingerprint,
     message_from_amqp,
     properties_dict,
 )
-from brokers.rabbitmq_amqp.publisher import EMIT_BYTES, FRAME_END, PUBLISH, publish
-from brokers.rabbitmq_amqp.routing import headers_match, replay_target, routes, topic_matches
-from brokers.rabbitmq_amqp.transfer import LINGER, AmqpTransfer
-from brokers.rabbitmq_amqp.wire import (
+from brokers.rabbitmq.publish import EMIT_BYTES, FRAME_END, PUBLISH, publish
+from brokers.rabbitmq.routing import headers_match, replay_target, routes, topic_matches
+from brokers.rabbitmq.transfer import LINGER, AmqpTransfer
+from brokers.rabbitmq.wire import (
     ACK,
     DELIVER,
     NACK,

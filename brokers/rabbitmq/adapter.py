@@ -1,9 +1,9 @@
 """RabbitMQ, through the management plugin's HTTP API.
 
 Talks to: the management API (`/api/...`, port 15672 by default) through one
-`requests.Session` (`brokers.rabbitmq_api`, which also turns every failure into
+`requests.Session` (`brokers.rabbitmq.management`, which also turns every failure into
 a `BrokerError`). Monitoring needs nothing else; AMQP (pika) is reserved for
-message browsing, publishing and moving (`brokers.rabbitmq_amqp`), imported
+message browsing, publishing and moving (`brokers.rabbitmq.amqp`), imported
 only when `transfer`, `browse` or `publish` is first called.
 
 Options:
@@ -47,10 +47,10 @@ from brokers.base import (
     Snapshot,
     Topology,
 )
-from brokers.rabbitmq_api import ManagementAPI
+from brokers.rabbitmq.management import ManagementAPI
 
 if TYPE_CHECKING:
-    from brokers.rabbitmq_amqp import AmqpTransfer
+    from brokers.rabbitmq.amqp import AmqpTransfer
 
 # Every listing asks only for what it maps: less JSON to build, send and parse.
 OVERVIEW_COLUMNS = (
@@ -112,7 +112,7 @@ class RabbitMQ:
 
     def transfer(self, vhost: str, queue: str, prefetch: int = 1000) -> AmqpTransfer:
         """A session moving messages out of `queue`: read, send confirmed, then settle."""
-        from brokers.rabbitmq_amqp import AmqpTransfer
+        from brokers.rabbitmq.amqp import AmqpTransfer
 
         return AmqpTransfer(self._amqp(), vhost, queue, prefetch=prefetch)
 
@@ -126,9 +126,9 @@ class RabbitMQ:
         truncate: int | None = 65536,
     ) -> list[Message]:
         """Up to `count` messages of `queue`, left in place (a stream from `offset`)."""
-        from brokers import rabbitmq_amqp
+        from brokers.rabbitmq import amqp
 
-        return rabbitmq_amqp.browse(
+        return amqp.browse(
             self._amqp(), self.api, vhost, queue, queue_type, count, offset, truncate
         )
 
@@ -142,15 +142,15 @@ class RabbitMQ:
         headers: dict[str, Any],
     ) -> Published:
         """Publish one message, mandatory and confirmed."""
-        from brokers import rabbitmq_amqp
+        from brokers.rabbitmq import amqp
 
-        return rabbitmq_amqp.publish(
+        return amqp.publish(
             self._amqp(), vhost, exchange, routing_key, body, properties, headers
         )
 
     def replay_target(self, message: Message, mode: str = "auto") -> tuple[str, str] | None:
         """Where a dead letter came from: (exchange, routing key), from its x-death headers."""
-        from brokers.rabbitmq_amqp import replay_target
+        from brokers.rabbitmq.amqp import replay_target
 
         return replay_target(message, mode)
 

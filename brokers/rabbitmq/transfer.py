@@ -17,10 +17,10 @@ import pika.channel
 import pika.exceptions
 
 from brokers.base import BrokerError, Message, Outgoing, Sent
-from brokers.rabbitmq_amqp.codec import _Delivery
-from brokers.rabbitmq_amqp.messages import _message
-from brokers.rabbitmq_amqp.publisher import _Publisher
-from brokers.rabbitmq_amqp.wire import ChannelClosed, _Connection
+from brokers.rabbitmq.codec import _Delivery
+from brokers.rabbitmq.messages import _message
+from brokers.rabbitmq.publish import _Publisher
+from brokers.rabbitmq.wire import ChannelClosed, _Connection
 
 # Once a fetch has its first message, how long it waits for the prefetch window
 # to fill the rest of the batch.

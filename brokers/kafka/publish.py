@@ -1,6 +1,6 @@
 """Producing one message to a Kafka topic, from the publish page or the API.
 
-Talks to: the cluster of a `brokers.kafka.Kafka` adapter, through its shared
+Talks to: the cluster of a `brokers.kafka.adapter.Kafka` adapter, through its shared
 admin client (topic metadata and configs) and a new `KafkaProducer` with
 acks=all, closed after the one record. Checks come first, so that a record
 that cannot be taken is never sent: the topic exists, the partition is one of
@@ -18,8 +18,8 @@ import kafka.errors as errors
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from brokers.kafka import Kafka
-from brokers.kafka_messages import NotFound, Rejected
+from brokers.kafka.adapter import Kafka
+from brokers.kafka.browse import NotFound, Rejected
 
 # Apache Kafka's default max.message.bytes, assumed when the broker does not say.
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1048588

@@ -1,7 +1,7 @@
 """The requests a Kafka collection sends, built, and their answers, decoded.
 
-No I/O: `brokers.kafka_monitor` sends these through kafka-python's admin
-client and maps the decoded answers with `brokers.kafka_monitor_map`.
+No I/O: `brokers.kafka.monitor` sends these through kafka-python's admin
+client and maps the decoded answers with `brokers.kafka.monitor_map`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import kafka.errors as errors
 from kafka.protocol.admin import DescribeConfigsRequest, DescribeGroupsRequest
 from kafka.protocol.consumer import FetchRequest, ListOffsetsRequest, OffsetFetchRequest
 
-from brokers.kafka_monitor_map import TP, Group, Partition, Sizes
+from brokers.kafka.monitor_map import TP, Group, Partition, Sizes
 
 EARLIEST, LATEST = -2, -1
 

@@ -33,7 +33,7 @@ from kafka.protocol.consumer import FetchRequest
 from kafka.record import MemoryRecords
 
 from brokers.base import BrokerError
-from brokers.kafka_filters import Matcher
+from brokers.kafka.filters import Matcher
 
 FETCH_VERSION = 12  # the newest Fetch that names topics (v13 uses topic ids), as kafka-python's
 # Errors after which the partition's leader is looked up again.

@@ -1,7 +1,7 @@
 """What a Kafka collection's answers mean: topics and consumer groups as `Destination`s.
 
-No I/O: `brokers.kafka_monitor` gathers the answers (decoded by
-`brokers.kafka_monitor_wire`) and maps them here. Partitions are
+No I/O: `brokers.kafka.monitor` gathers the answers (decoded by
+`brokers.kafka.monitor_wire`) and maps them here. Partitions are
 `(topic, partition)` tuples throughout; offsets are dicts keyed by them.
 """
 

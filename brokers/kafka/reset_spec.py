@@ -1,6 +1,6 @@
 """What an offset reset asks for, parsed from a form or JSON and put into words.
 
-Plain Python (no client calls), shared by `brokers.kafka_offsets`, which plans
+Plain Python (no client calls), shared by `brokers.kafka.offsets`, which plans
 and applies resets, and by the pages and API that take them from operators.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from brokers.base import Message
-from brokers.rabbitmq_amqp.deaths import history
+from brokers.rabbitmq.deadletters import history
 
 
 def routes(

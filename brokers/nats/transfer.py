@@ -3,7 +3,7 @@
 The job engine's `Transfer` for NATS. A job reads one stream by sequence,
 between a first sequence and an end fixed when the job was created:
 
-    advisories  the capture stream (brokers.nats_advisories): each advisory
+    advisories  the capture stream (brokers.nats.deadletters): each advisory
                 points at a message in another stream, fetched by sequence;
     stream      a dead-letter stream itself, read message by message.
 
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from brokers.base import Message, Outgoing, Sent
-from brokers.nats_advisories import Advisory, parse_advisory
-from brokers.nats_client import StoredMsg
-from brokers.nats_pipeline import DeadLetterClient
+from brokers.nats.client import StoredMsg
+from brokers.nats.deadletters import Advisory, parse_advisory
+from brokers.nats.pipeline import DeadLetterClient
 
 # Headers naming the subject a message of a dead-letter stream came from, most specific first.
 # Nats-Subject is what a stream's RePublish adds.

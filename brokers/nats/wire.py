@@ -1,10 +1,10 @@
-"""The pieces of `brokers.nats_client` that are data, not connection: what NATS sends and takes.
+"""The pieces of `brokers.nats.client` that are data, not connection: what NATS sends and takes.
 
 The client's results (`StreamInfo`, `StoredMsg`, `PubAck`, `Reply`, `Delivery`)
 and errors; subject rules (`check_subject`, the server's own); headers kept
 whole, in order and with repeated names (nats-py folds them into a dict, so
 `_Client` wraps its one private method that sees the raw block); and the
-reading of JetStream API answers. Import these from `brokers.nats_client`,
+reading of JetStream API answers. Import these from `brokers.nats.client`,
 which re-exports them.
 """
 

@@ -1,10 +1,10 @@
 """Planning and applying changes of a Kafka consumer group's committed offsets.
 
-Talks to: the cluster through a `brokers.kafka.Kafka` adapter, using its shared
+Talks to: the cluster through a `brokers.kafka.adapter.Kafka` adapter, using its shared
 admin client (OffsetFetch, ListGroups, Metadata, ListOffsets, DescribeGroups v2,
 OffsetCommit) and, per plan, one short-lived consumer without a group (Fetch,
 for each partition's high watermark: Tansu's ListOffsets(latest) can be too
-low, see brokers/kafka.py).
+low, see brokers/kafka/adapter.py).
 
 A reset is always planned first (`plan_reset`, `plan_restore`; nothing
 changes), then applied (`apply`), which asks the group's coordinator again
@@ -32,8 +32,8 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.admin import OffsetSpec
 
 from brokers.base import BrokerError
-from brokers.kafka import Kafka
-from brokers.kafka_reset_spec import (  # noqa: F401 - the spec's API, re-exported for callers
+from brokers.kafka.adapter import Kafka
+from brokers.kafka.reset_spec import (  # noqa: F401 - the spec's API, re-exported for callers
     KINDS,
     InvalidReset,
     ResetSpec,

@@ -1,6 +1,6 @@
 """The RabbitMQ management HTTP API: one session, short timeouts, errors as BrokerError.
 
-Used by `brokers.rabbitmq`; kept apart so that the adapter module stays about
+Used by `brokers.rabbitmq.adapter`; kept apart so that the adapter module stays about
 what the broker's answers mean, and this one about how they are fetched.
 """
 

@@ -13,8 +13,8 @@ requests at once, never one per group:
    committed offsets some group lags behind (for lag in seconds). A timestamp
    never changes, so each is read once and kept while a group sits there.
 
-`brokers.kafka_monitor_wire` builds the requests and decodes the answers;
-`Monitor.snapshot` maps them (`brokers.kafka_monitor_map`) to a Snapshot.
+`brokers.kafka.monitor_wire` builds the requests and decodes the answers;
+`Monitor.snapshot` maps them (`brokers.kafka.monitor_map`) to a Snapshot.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import kafka.errors as errors
 from kafka.protocol.admin import DescribeLogDirsRequest, ListGroupsRequest
 from kafka.protocol.metadata import MetadataRequest
 
-from brokers import kafka_monitor_map as mapping
-from brokers import kafka_monitor_wire as wire
 from brokers.base import Destination, Health, Node, Snapshot, Topology
-from brokers.kafka_monitor_map import TP, Group, Partition, Sizes
-from brokers.kafka_monitor_wire import EARLIEST, LATEST
+from brokers.kafka import monitor_map as mapping
+from brokers.kafka import monitor_wire as wire
+from brokers.kafka.monitor_map import TP, Group, Partition, Sizes
+from brokers.kafka.monitor_wire import EARLIEST, LATEST
 
 # Several groups at different offsets of one partition take a round each.
 FETCH_ROUNDS = 4

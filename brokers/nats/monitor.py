@@ -1,6 +1,6 @@
 """JetStream streams and consumers as destinations, and the NATS-specific result types.
 
-`brokers/nats.py` fetches `/jsz`; the functions here map its streams and
+`brokers/nats/adapter.py` fetches `/jsz`; the functions here map its streams and
 consumers to `Destination`s. `NatsHealth` and `NatsTopology` extend the common
 types with what only the NATS pages show (healthz, the server's figures, its
 connections, routes, gateways and leaf nodes); the collector stores them like

@@ -1,9 +1,9 @@
 """A Kafka topic's messages: browse them by offset, time or recency, and scan them all.
 
-Talks to: the cluster of a `brokers.kafka.Kafka` adapter, through a new
+Talks to: the cluster of a `brokers.kafka.adapter.Kafka` adapter, through a new
 `KafkaConsumer` from `Kafka.client()` with no group, assigned its partitions
 directly: it joins no group and commits nothing, so reading has no side
-effect on the cluster. (Producing one message is `brokers.kafka_publish`.)
+effect on the cluster. (Producing one message is `brokers.kafka.publish`.)
 
 Where a topic ends: Tansu (a Kafka-protocol broker) answers
 ListOffsets(latest) with its last record batch's base offset + 1, which is
@@ -30,9 +30,9 @@ import kafka.errors as errors
 from kafka import KafkaConsumer, TopicPartition
 
 from brokers.base import BrokerError
-from brokers.kafka import Kafka
-from brokers.kafka_filters import Matcher
-from brokers.kafka_scan import Scan
+from brokers.kafka.adapter import Kafka
+from brokers.kafka.filters import Matcher
+from brokers.kafka.scan import Scan
 
 
 class Rejected(BrokerError):
@@ -282,7 +282,7 @@ class TopicReader:
         About every `every` seconds, and at the end, calls `report(scanned, matched,
         new records)` with the counts since the last call and the new matches as
         Records (only the first `keep` matches overall); it returns False to stop.
-        See `brokers.kafka_scan` for how.
+        See `brokers.kafka.scan` for how.
         """
         counts = {"scanned": 0, "matched": 0, "kept": 0}
         new: list[Record] = []

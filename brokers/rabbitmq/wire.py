@@ -19,7 +19,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import _IoloopTimerContext
 
 from brokers.base import BrokerError
-from brokers.rabbitmq_amqp.codec import RawProperties
+from brokers.rabbitmq.codec import RawProperties
 
 _unpack_from = struct.unpack_from
 

@@ -1,6 +1,6 @@
 """The NATS server itself: /varz, /connz, /subsz, /routez, /gatewayz, /leafz mapped to plain dicts.
 
-These end up in `NatsHealth` and `NatsTopology` (brokers/nats_monitor.py) and
+These end up in `NatsHealth` and `NatsTopology` (brokers/nats/monitor.py) and
 from there in the broker's stored health and topology, so everything here is
 plain JSON: numbers, strings, lists and dicts. Durations come from the server
 as Go strings ("2.05ms", "1d2h3m4s") and are turned into seconds.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from brokers.nats_monitor import Rates, parse_time
+from brokers.nats.monitor import Rates, parse_time
 
 # /connz pages over connections; one page is read, of this many (the server's own default).
 CONNZ_LIMIT = 1024

@@ -1,6 +1,6 @@
 """JetStream dead letters: the stream that captures advisories, and the advisories it holds.
 
-Talks to: one NATS server's client port, through `brokers.nats_pipeline.DeadLetterClient`
+Talks to: one NATS server's client port, through `brokers.nats.pipeline.DeadLetterClient`
 (a `NatsClient` that reads and publishes many messages at once).
 
 JetStream has no dead-letter queue. When a message reaches a consumer's max
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from brokers.base import BrokerError
-from brokers.nats_client import JetStreamOff, Missing, StoredMsg
-from brokers.nats_pipeline import DeadLetterClient, StreamInfo, unix
+from brokers.nats.client import JetStreamOff, Missing, StoredMsg
+from brokers.nats.pipeline import DeadLetterClient, StreamInfo, unix
 
 CAPTURE_SUBJECTS = (
     "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",

@@ -1,6 +1,6 @@
 """`DeadLetterClient`: a NATS client that reads, publishes and deletes many messages at once.
 
-Talks to: one NATS server's client port, through `brokers.nats_client.NatsClient`
+Talks to: one NATS server's client port, through `brokers.nats.client.NatsClient`
 (nats-py on a private event loop in a thread of its own, used synchronously),
 which it extends with what a replay needs at speed: reads by sequence (batched
 direct gets on nats-server 2.11+, else many requests in flight), JetStream
@@ -27,8 +27,8 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from brokers.base import BrokerError
-from brokers.nats_client import NatsClient
-from brokers.nats_wire import (
+from brokers.nats.client import NatsClient
+from brokers.nats.wire import (
     Missing,
     PubAck,
     StoredMsg,

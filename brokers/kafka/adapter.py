@@ -2,7 +2,7 @@
 
 Talks to: the brokers' Kafka port with one `KafkaAdminClient`, created on the
 first `collect()`, reused by the next ones and closed by `close()`. A
-collection (`brokers.kafka_monitor`) sends its requests through that client's
+collection (`brokers.kafka.monitor`) sends its requests through that client's
 connections, each stage's requests at once.
 
 Options:
@@ -51,8 +51,8 @@ from kafka.net.compat import KafkaNetClient
 from kafka.net.selector import NetworkSelector
 
 from brokers.base import BrokerError, Snapshot
-from brokers.kafka_monitor import Monitor
-from brokers.kafka_monitor_wire import DESCRIBE_GROUPS_MAX_VERSION, describe_groups_request
+from brokers.kafka.monitor import Monitor
+from brokers.kafka.monitor_wire import DESCRIBE_GROUPS_MAX_VERSION, describe_groups_request
 
 # Besides its public API, this module and `kafka_monitor` use a few
 # kafka-python 3.0 internals, each where no public call does the job: the

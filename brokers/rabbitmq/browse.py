@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 from brokers.base import Message
-from brokers.rabbitmq_amqp.codec import MAX_DEPTH, TOO_DEEP
-from brokers.rabbitmq_amqp.messages import PROPERTY_NAMES, _message, fingerprint
-from brokers.rabbitmq_amqp.wire import _Connection
-from brokers.rabbitmq_api import ManagementAPI, quote_path
+from brokers.rabbitmq.codec import MAX_DEPTH, TOO_DEEP
+from brokers.rabbitmq.management import ManagementAPI, quote_path
+from brokers.rabbitmq.messages import PROPERTY_NAMES, _message, fingerprint
+from brokers.rabbitmq.wire import _Connection
 
 # How the management API renders a longstr that is not UTF-8.
 API_NOT_UTF8 = "Not UTF-8, base64 is: "

@@ -17,9 +17,9 @@ import pika.channel
 import pika.spec
 
 from brokers.base import BrokerError, Message, Outgoing, Published, Sent
-from brokers.rabbitmq_amqp.codec import RawProperties, _Delivery, encode_properties
-from brokers.rabbitmq_amqp.messages import PROPERTY_NAMES
-from brokers.rabbitmq_amqp.wire import ChannelClosed, _Connection
+from brokers.rabbitmq.codec import RawProperties, _Delivery, encode_properties
+from brokers.rabbitmq.messages import PROPERTY_NAMES
+from brokers.rabbitmq.wire import ChannelClosed, _Connection
 
 # basic.publish's class and method ids and reserved ticket; the frame end octet.
 PUBLISH = struct.pack(">HHH", 60, 40, 0)

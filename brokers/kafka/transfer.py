@@ -27,7 +27,7 @@ import kafka.errors as errors
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from brokers.base import BrokerError, Message, Outgoing, Sent
-from brokers.kafka_produce import BatchProducer
+from brokers.kafka.produce import BatchProducer
 
 # Headers whose value names the topic a dead letter came from, most specific first.
 ORIGIN_HEADERS = ("x-original-topic", "kafka_dlt-original-topic")

@@ -33,7 +33,7 @@ Reading never creates a consumer: JetStream's DIRECT GET (`$JS.API.DIRECT.GET.<s
 when the stream allows it, batched) or MESSAGE GET (`$JS.API.STREAM.MSG.GET.<stream>`),
 so it works on WorkQueue streams and changes nothing. Headers keep their order
 and repeated names (nats-py folds them into a dict; see `nats_wire._Client`).
-The result types, errors and parsing are in `brokers.nats_wire`, re-exported here.
+The result types, errors and parsing are in `brokers.nats.wire`, re-exported here.
 
 Cannot:
     - read more than one message per MESSAGE GET: streams without allow_direct
@@ -58,7 +58,7 @@ from nats.aio.msg import Msg
 from brokers.base import BrokerError, redact_url
 
 # The data, errors and helpers live in nats_wire; they are imported from here.
-from brokers.nats_wire import (
+from brokers.nats.wire import (
     API,
     BadSubject,
     Delivery,

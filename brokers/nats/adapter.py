@@ -50,9 +50,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from brokers import nats_monitor_server as server_map
 from brokers.base import BrokerError, Destination, Node, Snapshot, redact_url
-from brokers.nats_monitor import (
+from brokers.nats import monitor_server as server_map
+from brokers.nats.monitor import (
     NatsHealth,
     NatsTopology,
     Rates,

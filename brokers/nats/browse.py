@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from brokers.base import BrokerError
-from brokers.nats_client import Missing, NatsClient, StoredMsg, StreamInfo
+from brokers.nats.client import Missing, NatsClient, StoredMsg, StreamInfo
 
 SCAN_BUDGET = 20_000  # messages `before()` may read to find one page
 READ_BATCH = 200  # messages asked for at once while going back

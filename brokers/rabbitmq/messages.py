@@ -14,7 +14,7 @@ from typing import Any
 import pika
 
 from brokers.base import Message
-from brokers.rabbitmq_amqp.codec import RawProperties, json_safe
+from brokers.rabbitmq.codec import RawProperties, json_safe
 
 PROPERTY_NAMES = (
     "content_type",

@@ -1,0 +1,18 @@
+"""RabbitMQ: the management plugin's HTTP API for monitoring, AMQP 0-9-1 (pika) for messages.
+
+Talks to the management API (`management_url`), 3 + ceil(queues / 500) requests a
+collection, and to the AMQP port (`amqp_url`) only to browse, publish and move
+messages. Options and costs are in `adapter`'s docstring.
+
+    adapter      the `RabbitMQ` adapter: overview, nodes, queues, exchanges, bindings
+    management   the HTTP session, with every failure as a BrokerError
+    amqp         the AMQP side's entry points, imported on first use
+    wire         connections and channels; codec: properties and field tables
+    browse       reading a queue's head (or a stream's offset) and leaving it there
+    publish      confirmed, mandatory publishing; routing: where a message would go
+    deadletters  one reading of the x-death header, for the pages and the replay
+    transfer     moving messages: confirm the copy, then acknowledge the original
+    messages     the project's Message from AMQP deliveries
+
+Importing this package imports nothing of pika; the modules do.
+"""
