@@ -13,6 +13,7 @@ group) are in `adapter`'s docstring; what kafka-python cannot do for us is there
     publish      one record from the publish page; produce: whole batches, for replays
     offsets      consumer-group offset resets (reset_spec parses and describes them)
     transfer     `LogTransfer`: replay records elsewhere, a cursor moving on acks=all
+    internals    the kafka-python internals these use, why, and the versions checked
 
 Importing this package imports nothing of kafka-python; the modules do.
 """

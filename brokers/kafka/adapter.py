@@ -47,22 +47,11 @@ from typing import Any
 
 import kafka.errors as errors
 from kafka import KafkaAdminClient
-from kafka.net.compat import KafkaNetClient
-from kafka.net.selector import NetworkSelector
 
 from brokers.base import BrokerError, Snapshot
+from brokers.kafka import internals
 from brokers.kafka.monitor import Monitor
 from brokers.kafka.monitor_wire import DESCRIBE_GROUPS_MAX_VERSION, describe_groups_request
-
-# Besides its public API, this module and `kafka_monitor` use a few
-# kafka-python 3.0 internals, each where no public call does the job: the
-# admin client's `_manager.run` and `_manager.send` (every collection request:
-# the public calls send one request after another, and DescribeGroups only as
-# v3+), `_manager.cluster` (routing to the brokers Metadata names, cached
-# coordinators), `_find_coordinator_ids` and `_manager.broker_version` (the API
-# level the broker matches); every client's `_manager.config` (the connect
-# timeout); and `KafkaNetClient` with `NetworkSelector`, given through the
-# documented `kafka_client` option (to stop the IO thread of a client that failed).
 
 __all__ = ["DESCRIBE_GROUPS_MAX_VERSION", "Kafka"]
 
@@ -114,7 +103,9 @@ class Kafka:
         """
         try:
             admin = self._admin_client()
-            collected = admin._manager.run(self._monitor.gather, admin, self._versions, topology)
+            collected = internals.run_on_io_thread(
+                admin, self._monitor.gather, admin, self._versions, topology
+            )
         except errors.KafkaError as exc:
             # Connections may be half-broken now; start afresh next time.
             self.close()
@@ -159,43 +150,22 @@ class Kafka:
             except errors.KafkaError as exc:
                 raise self._error(exc) from None
             self._versions = {k.name: v for k, v in self._admin.api_versions().items()}
-            version = self._admin._manager.broker_version or ()
+            version = internals.broker_version(self._admin)
             self._api_version = ".".join(str(n) for n in version)
         return self._admin
 
     def _build(self, cls: Any, **options: Any) -> Any:
         """A kafka-python client that leaves no thread behind when it cannot bootstrap."""
-        selectors: list[Any] = []
-
-        def network_client(**configs: Any) -> Any:
-            # The constructors start an IO thread, then bootstrap, and keep the
-            # thread running when bootstrapping fails: a collector retrying a
-            # dead broker would gain one thread per attempt. Holding the
-            # selector lets us stop it.
-            selector = NetworkSelector(**configs)
-            selectors.append(selector)
-            return KafkaNetClient(net=selector, **configs)
-
-        try:
-            client = cls(kafka_client=network_client, **{**self._config, **options})
-        except errors.KafkaError:
-            for selector in selectors:
-                selector.close()
-            raise
-        # No constructor takes the connect timeout (10 s, doubling to
-        # 30 s), which bounds connecting to every broker after the bootstrap
-        # one: a silent broker would stall a collection that long.
-        manager = getattr(client, "_manager", None) or client._sender._client._manager
-        manager.config.update(
-            socket_connection_setup_timeout_ms=self.timeout_ms,
-            socket_connection_setup_timeout_max_ms=self.timeout_ms,
-        )
+        client = internals.build(cls, **{**self._config, **options})
+        # A silent broker would otherwise stall a collection for kafka-python's
+        # connect timeout (10 s, doubling to 30 s) when connecting past the bootstrap one.
+        internals.set_connect_timeout(client, self.timeout_ms)
         return client
 
     def _coordinators(self, group_ids: list[str]) -> dict[int, list[str]]:
         """Group ids by the broker that coordinates them (cached by kafka-python)."""
         admin = self._admin_client()
-        ids = admin._manager.run(admin._find_coordinator_ids, group_ids)
+        ids = internals.coordinator_ids(admin, group_ids)
         by_node: dict[int, list[str]] = defaultdict(list)
         for gid, node in ids.items():
             by_node[node].append(gid)
@@ -203,11 +173,11 @@ class Kafka:
 
     def _describe_groups(self, coordinators: dict[int, list[str]]) -> dict[str, Any]:
         """State and members of every group, one DescribeGroups per coordinator, sent at once."""
-        manager = self._admin_client()._manager
+        admin = self._admin_client()
 
         async def describe() -> dict[str, Any]:
             pending = [
-                manager.send(describe_groups_request(gids), node)
+                internals.send(admin, describe_groups_request(gids), node)
                 for node, gids in coordinators.items()
             ]
             out: dict[str, Any] = {}
@@ -215,7 +185,7 @@ class Kafka:
                 out.update({g.group_id: g for g in (await future).groups})
             return out
 
-        described: dict[str, Any] = manager.run(describe)
+        described: dict[str, Any] = internals.run_on_io_thread(admin, describe)
         return described
 
     # -- errors -------------------------------------------------------------

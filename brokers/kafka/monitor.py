@@ -29,6 +29,7 @@ from kafka.protocol.admin import DescribeLogDirsRequest, ListGroupsRequest
 from kafka.protocol.metadata import MetadataRequest
 
 from brokers.base import Destination, Health, Node, Snapshot, Topology
+from brokers.kafka import internals
 from brokers.kafka import monitor_map as mapping
 from brokers.kafka import monitor_wire as wire
 from brokers.kafka.monitor_map import TP, Group, Partition, Sizes
@@ -77,13 +78,12 @@ class Monitor:
     async def gather(
         self, admin: Any, versions: dict[str, tuple[int, int]], topology: bool
     ) -> Collected:
-        manager = admin._manager
         sent = 0
 
         def send(request: Any, node: Any = None) -> Any:
             nonlocal sent
             sent += 1
-            return manager.send(request, node)
+            return internals.send(admin, request, node)
 
         # 1. Metadata.
         metadata = await send(
@@ -95,7 +95,7 @@ class Monitor:
             )
         )
         brokers = sorted(metadata.brokers, key=lambda b: b.node_id)
-        cluster = manager.cluster
+        cluster = internals.cluster_of(admin)
         if any(cluster.broker_metadata(b.node_id) is None for b in brokers):
             # A broker the client's own (minutes old) metadata does not know
             # yet: learn it, or requests to it could not be routed.
@@ -146,11 +146,11 @@ class Monitor:
         # 3. Committed offsets and descriptions per coordinator.
         groups: list[Group] = []
         if group_ids:
-            unknown = [g for g in group_ids if manager.cluster.get_coordinator(g) is None]
+            unknown = [g for g in group_ids if cluster.get_coordinator(g) is None]
             if unknown:
                 batched = versions.get("FindCoordinator", (0, 0))[1] >= 4
                 sent += 1 if batched else len(unknown)
-            ids = await admin._find_coordinator_ids(sorted(group_ids))
+            ids = await internals.find_coordinator_ids(admin, sorted(group_ids))
             coordinators: dict[int, list[str]] = defaultdict(list)
             for gid in sorted(group_ids):
                 coordinators[ids[gid]].append(gid)

@@ -21,6 +21,8 @@ from kafka.partitioner.default import murmur2
 from kafka.protocol.producer import ProduceRequest
 from kafka.record.util import calc_crc32c
 
+from brokers.kafka import internals
+
 # A batch stays under the broker's default max.message.bytes (1 MiB); a request
 # (one per leader, several partitions' batches) under a tenth of its default
 # socket.request.max.bytes (100 MiB).
@@ -164,13 +166,12 @@ class BatchProducer:
             if chunk:
                 by_leader[leader].append((topic, partition, chunk_ix, encode_batch(chunk, now)))
         retry: set[tuple[str, int]] = set()
-        manager = self._admin._manager
         for leader, batches in by_leader.items():
             for chunks in _requests(batches):
                 request = _produce_request(chunks, self._timeout_ms)
                 codes: dict[tuple[str, int], int] = {}
                 try:
-                    response = manager.run(manager.send, request, leader)
+                    response = internals.send_and_wait(self._admin, request, leader)
                 except errors.KafkaError as exc:
                     failure, retryable_failure = str(exc), exc.retriable
                 else:

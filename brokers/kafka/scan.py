@@ -13,10 +13,9 @@ The next Fetch to a broker is sent before the last one's batches are looked
 at, so the broker works while Python filters.
 
 Talks to: the leaders of the topic's partitions, through the connections of
-the reader's KafkaConsumer. It uses these kafka-python 3.0 internals, where no
-public call gives raw batches: the consumer's `_manager` (`call_soon`, `send`,
-`cluster`), `FetchRequest` and `MemoryRecords`, and a batch's
-`_maybe_uncompress()` and `_buffer`. Fetches carry no session (the legacy
+the reader's KafkaConsumer, with `FetchRequest` and `MemoryRecords`; no public
+call gives raw batches, so the sending and a batch's decompressed bytes come
+through `brokers.kafka.internals`. Fetches carry no session (the legacy
 session id 0, epoch -1) and read uncommitted, as the plain consumer does.
 """
 
@@ -33,6 +32,7 @@ from kafka.protocol.consumer import FetchRequest
 from kafka.record import MemoryRecords
 
 from brokers.base import BrokerError
+from brokers.kafka import internals
 from brokers.kafka.filters import Matcher
 
 FETCH_VERSION = 12  # the newest Fetch that names topics (v13 uses topic ids), as kafka-python's
@@ -76,8 +76,8 @@ class Scan:
         timeout: float,
         wait_ms: int = 100,
     ) -> None:
-        self.manager = consumer._manager
-        self.cluster = self.manager.cluster
+        self.consumer = consumer
+        self.cluster = internals.cluster_of(consumer)
         self.topic = topic
         self.ends = {p: end for p, (_, end) in ranges.items()}
         self.pos = {p: start for p, (start, end) in ranges.items() if start < end}
@@ -167,7 +167,7 @@ class Scan:
             rack_id="",
             max_version=FETCH_VERSION,
         )
-        future = self.manager.call_soon(self.manager.send, request, node)
+        future = internals.send_soon(self.consumer, request, node)
         done = threading.Event()
         future.add_both(lambda _: done.set())
         return future, done, parts
@@ -243,8 +243,7 @@ class Scan:
                     continue  # a transaction marker, not a message
                 whole = batch.base_offset >= start and batch.last_offset < end
                 if whole and may_match is not None:
-                    batch._maybe_uncompress()
-                    if not may_match(batch._buffer):
+                    if not may_match(internals.decompressed(batch)):
                         scanned += batch.records_count
                         continue
             records = [

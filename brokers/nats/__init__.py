@@ -13,6 +13,7 @@ in `adapter`'s docstring.
     pipeline        reading, publishing and deleting many messages at once
     deadletters     the stream that captures max-deliveries and terminated advisories
     transfer        `SequenceTransfer`: replay through JetStream, a cursor moving on PubAcks
+    internals       the nats-py internals these use, why, and the versions checked
 
 Importing this package imports nothing of nats-py; the modules do.
 """

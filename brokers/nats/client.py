@@ -32,7 +32,7 @@ subject is `BadSubject`, also a ValueError, raised before anything is sent):
 Reading never creates a consumer: JetStream's DIRECT GET (`$JS.API.DIRECT.GET.<stream>`,
 when the stream allows it, batched) or MESSAGE GET (`$JS.API.STREAM.MSG.GET.<stream>`),
 so it works on WorkQueue streams and changes nothing. Headers keep their order
-and repeated names (nats-py folds them into a dict; see `nats_wire._Client`).
+and repeated names (nats-py folds them into a dict; see `brokers.nats.internals`).
 The result types, errors and parsing are in `brokers.nats.wire`, re-exported here.
 
 Cannot:
@@ -56,6 +56,7 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from brokers.base import BrokerError, redact_url
+from brokers.nats import internals
 
 # The data, errors and helpers live in nats_wire; they are imported from here.
 from brokers.nats.wire import (
@@ -74,7 +75,6 @@ from brokers.nats.wire import (
     TooBig,
     _api_error,
     _check_stream,
-    _Client,
     _cut,
     _description,
     _int_header,
@@ -86,7 +86,6 @@ from brokers.nats.wire import (
     from_api,
     from_direct,
     header_pairs,
-    outgoing,
     pairs_of,
     parse_time,
     status_of,
@@ -146,7 +145,7 @@ class NatsClient:
             target=self._loop.run_forever, name="sluice-nats", daemon=True
         )
         self._thread.start()
-        self._nc = _Client()
+        self._nc = internals.Client()
         try:
             # Up to two attempts of `timeout` each (see _connect), plus a margin.
             self._run(self._connect(name, ping_interval), wait=2 * timeout + 1)
@@ -440,12 +439,12 @@ class NatsClient:
         if len(body) > self._nc.max_payload:
             raise TooBig(len(body), self._nc.max_payload)
         if not jetstream:
-            await self._nc.publish(subject, body, headers=outgoing(headers))
+            await self._nc.publish(subject, body, headers=internals.outgoing(headers))
             await self._nc.flush(timeout=max(1, round(self.timeout)))
             return None
         try:
             msg = await self._nc.request(
-                subject, body, timeout=self.timeout, headers=outgoing(headers)
+                subject, body, timeout=self.timeout, headers=internals.outgoing(headers)
             )
         except nats.errors.NoRespondersError:
             raise NoResponders(f"no stream listens on {subject}", retryable=False) from None
@@ -476,7 +475,9 @@ class NatsClient:
             raise TooBig(len(body), self._nc.max_payload)
         began = time.perf_counter()
         try:
-            msg = await self._nc.request(subject, body, timeout=wait, headers=outgoing(headers))
+            msg = await self._nc.request(
+                subject, body, timeout=wait, headers=internals.outgoing(headers)
+            )
         except nats.errors.NoRespondersError:
             raise NoResponders(f"no responders: nothing subscribes to {subject}") from None
         except nats.errors.TimeoutError:

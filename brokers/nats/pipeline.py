@@ -27,6 +27,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from brokers.base import BrokerError
+from brokers.nats import internals
 from brokers.nats.client import NatsClient
 from brokers.nats.wire import (
     Missing,
@@ -34,7 +35,6 @@ from brokers.nats.wire import (
     StoredMsg,
     from_api,
     from_direct,
-    outgoing,
     parse_time,
     status_of,
 )
@@ -79,7 +79,7 @@ class DeadLetterClient(NatsClient):
 
     @property
     def server_version(self) -> tuple[int, ...]:
-        version = str(self._nc._server_info.get("version", "0"))
+        version = internals.server_version(self._nc)
         try:
             return tuple(int(p) for p in version.split("-")[0].split("."))
         except ValueError:
@@ -230,7 +230,9 @@ class DeadLetterClient(NatsClient):
                 )
                 continue
             try:
-                futures.append(await js.publish_async(subject, body, headers=outgoing(headers)))
+                futures.append(
+                    await js.publish_async(subject, body, headers=internals.outgoing(headers))
+                )
             except nats.errors.Error as exc:
                 futures.append(str(exc).removeprefix("nats: ") or type(exc).__name__)
         waiting = [f for f in futures if not isinstance(f, str)]

@@ -3,8 +3,8 @@
 The client's results (`StreamInfo`, `StoredMsg`, `PubAck`, `Reply`, `Delivery`)
 and errors; subject rules (`check_subject`, the server's own); headers kept
 whole, in order and with repeated names (nats-py folds them into a dict, so
-`_Client` wraps its one private method that sees the raw block); and the
-reading of JetStream API answers. Import these from `brokers.nats.client`,
+`brokers.nats.internals.Client` wraps its one private method that sees the raw
+block); and the reading of JetStream API answers. Import these from `brokers.nats.client`,
 which re-exports them.
 """
 
@@ -14,13 +14,12 @@ import asyncio
 import base64
 import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client as _NatsPy
 from nats.aio.msg import Msg
 
 from brokers.base import BrokerError
@@ -218,53 +217,13 @@ def header_pairs(block: bytes) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
-class _HeaderDict(dict[str, str]):
-    """nats-py's header dict, plus every pair as sent (`pairs`)."""
-
-    pairs: tuple[tuple[str, bytes], ...] = ()
-
-
-class _Client(_NatsPy):
-    """nats-py's client, keeping repeated header names.
-
-    nats-py parses headers into a dict, so `A: 1`, `A: 2` arrive as {"A": "2"}.
-    `_process_headers` (a private method of nats-py 2.x, the only place that
-    sees the raw block) is wrapped to attach the pairs as they came.
-    """
-
-    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
-        parsed = await super()._process_headers(headers)
-        if parsed is None or not headers:
-            return parsed
-        kept = _HeaderDict(parsed)
-        kept.pairs = header_pairs(bytes(headers))
-        return kept
-
-
 def pairs_of(msg: Msg) -> tuple[tuple[str, bytes], ...]:
-    """A message's headers, whole and in order (see `_Client`)."""
+    """A message's headers, whole and in order (see `brokers.nats.internals.Client`)."""
     headers = msg.headers or {}
     pairs = getattr(headers, "pairs", None)
     if pairs is None:
         pairs = tuple((k, str(v).encode()) for k, v in headers.items())
     return tuple(pairs)
-
-
-class _Outgoing:
-    """Headers for nats-py, which only iterates `.items()`: a list keeps repeated names."""
-
-    def __init__(self, pairs: Headers) -> None:
-        self._pairs = list(pairs)
-
-    def items(self) -> Iterator[tuple[str, str]]:
-        return iter(self._pairs)
-
-    def __bool__(self) -> bool:
-        return bool(self._pairs)
-
-
-def outgoing(headers: Headers) -> Any:
-    return _Outgoing(headers) if headers else None
 
 
 # -- JetStream answers -------------------------------------------------------------------

@@ -13,6 +13,7 @@ messages. Options and costs are in `adapter`'s docstring.
     deadletters  one reading of the x-death header, for the pages and the replay
     transfer     moving messages: confirm the copy, then acknowledge the original
     messages     the project's Message from AMQP deliveries
+    internals    the pika internals these use, why, and the versions checked
 
 Importing this package imports nothing of pika; the modules do.
 """

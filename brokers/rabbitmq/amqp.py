@@ -20,11 +20,11 @@ Modules:
     codec       the wire format of basic properties and field tables; json_safe
     messages    `Message`s from deliveries; fingerprint (the id without message_id)
     wire        the connection (`_Connection`) and its frame reader; ChannelClosed
-    publisher   batches published pipelined and confirmed (`_Publisher`); publish
+    publish     batches published pipelined and confirmed (`_Publisher`); publish
     transfer    AmqpTransfer: consume, publish confirmed, then ack
-    browsing    browse: the management API's get, or a stream read over AMQP
+    browse      browse: the management API's get, or a stream read over AMQP
     routing     routes, topic_matches, headers_match, replay_target
-    deaths      history: x-death and x-first-death-*, every field read defensively
+    deadletters history: x-death and x-first-death-*, every field read defensively
 
 Speed: pika's BlockingChannel waits for each publisher confirm, and its
 pure-Python frame handling costs more per message than everything else. So
@@ -33,9 +33,8 @@ asynchronous core: batches are written whole and confirmed pipelined
 (`_Publisher`), deliveries and confirms are read by `_FrameReader`, and basic
 properties go through a codec of our own that decodes straight to JSON-safe
 values and re-sends unchanged headers byte for byte. That leans on pika
-internals (`BlockingConnection._flush_output` and `_impl`, the connection's
-`_read_frame`, `_frame_buffer`, `_adapter_emit_data`, `_body_max_length`),
-checked against pika 1.4; the tests exercise every one of them.
+internals, each listed with its reason and the versions checked in
+`brokers.rabbitmq.internals`; the tests exercise every one of them.
 
 Cannot:
     - attribute a basic.return by anything but content (AMQP returns carry no

@@ -17,6 +17,7 @@ import pika.channel
 import pika.spec
 
 from brokers.base import BrokerError, Message, Outgoing, Published, Sent
+from brokers.rabbitmq import internals
 from brokers.rabbitmq.codec import RawProperties, _Delivery, encode_properties
 from brokers.rabbitmq.messages import PROPERTY_NAMES
 from brokers.rabbitmq.wire import ChannelClosed, _Connection
@@ -116,7 +117,8 @@ class _Publisher:
         ch = self._open()
         self._reset_batch(self.published + 1, len(batch))
         seq_index: list[int] = []  # batch index of each sequence number
-        impl, number, max_body = self.conn.impl, ch.channel_number, self.conn.impl._body_max_length
+        impl, number = self.conn.impl, ch.channel_number
+        max_body = internals.body_max_length(impl)
         pending: list[bytes] = []
         pending_bytes = 0
         for i, out in enumerate(batch):
@@ -187,7 +189,7 @@ class _Publisher:
             if not impl.is_open:
                 raise BrokerError(f"lost the AMQP connection to {self.conn.where}")
             data = b"".join(frames)
-            impl._adapter_emit_data(data)
+            internals.emit(impl, data)
             impl.bytes_sent += len(data)
             impl.frames_sent += 3 * len(frames)  # roughly; pika only logs it
 

@@ -3,8 +3,9 @@
 `_Connection` opens a connection with pika's BlockingConnection and then
 drives its asynchronous core, so that a batch can be written whole and its
 confirms awaited together; `_FrameReader` replaces pika's frame reader on it to
-hand whole deliveries and confirms straight to their callbacks. Failures come
-out as `BrokerError` (`ChannelClosed` when the broker closed a channel).
+hand whole deliveries and confirms straight to their callbacks. The pika
+internals this takes are in `brokers.rabbitmq.internals`. Failures come out as
+`BrokerError` (`ChannelClosed` when the broker closed a channel).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 import pika
 import pika.channel
 import pika.exceptions
-from pika.adapters.blocking_connection import _IoloopTimerContext
 
 from brokers.base import BrokerError
+from brokers.rabbitmq import internals
 from brokers.rabbitmq.codec import RawProperties
 
 _unpack_from = struct.unpack_from
+_frame_buffer = internals.frame_buffer
 
 
 class _FrameReader:
@@ -44,7 +46,7 @@ class _FrameReader:
         self.confirms: dict[int, Callable[[int, bool, bool], None]] = {}
 
     def __call__(self) -> tuple[int, Any]:
-        buf = self.impl._frame_buffer
+        buf = _frame_buffer(self.impl)
         if len(buf) >= 19:
             if buf[0] == 1:
                 method = buf[7:11]
@@ -120,7 +122,8 @@ DELIVER = struct.pack(">HH", 60, 60)
 ACK = struct.pack(">HH", 60, 80)
 NACK = struct.pack(">HH", 60, 120)
 WHOLE_DELIVERY = 128 * 1024
-# A frame pika's connection ignores (frame_type -1): what a consumed delivery leaves.
+# A frame pika's connection ignores (frame_type -1): what a consumed delivery
+# leaves (see `brokers.rabbitmq.internals`).
 SKIP = pika.frame.ProtocolHeader()
 
 
@@ -131,7 +134,7 @@ class _Connection:
     """One AMQP connection, driven synchronously and waited on with timeouts.
 
     pika's BlockingConnection opens it (handshake, errors, timeouts); all the
-    rest happens on its asynchronous core (`_impl`), whose callbacks run while
+    rest happens on its asynchronous core (`impl`), whose callbacks run while
     `wait` pumps the socket. That lets a batch be published without waiting
     for each confirm, which BlockingChannel.basic_publish in confirm mode does.
     """
@@ -171,16 +174,15 @@ class _Connection:
             ) from None
         except (pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerError(f"cannot reach {self.where} over AMQP: {_cause(exc)}") from None
-        self.impl = self.blocking._impl
+        self.impl = internals.core_of(self.blocking)
         # Frames are read by `_FrameReader`, on this connection only.
         self.reader = _FrameReader(self.impl)
-        self.impl._read_frame = self.reader
+        internals.read_frames_with(self.impl, self.reader)
 
     def wait(self, done: Callable[[], bool], timeout: float) -> bool:
         """Send what is buffered and process input until `done()` or `timeout` s; returns done()."""
         try:
-            with _IoloopTimerContext(timeout, self.impl) as timer:
-                self.blocking._flush_output(timer.is_ready, done)
+            internals.pump(self.blocking, done, timeout)
         except pika.exceptions.AMQPError as exc:
             raise self.lost(exc) from None
         return done()
@@ -229,7 +231,7 @@ class _Connection:
         except (BrokerError, pika.exceptions.AMQPError):
             pass  # closing anyway; the broker requeues what this connection held
         if not self.impl.is_closed:
-            self.impl._adapter_disconnect_stream()
+            internals.disconnect(self.impl)
 
 
 class ChannelClosed(BrokerError):
