@@ -17,7 +17,7 @@ test: check
 check: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy brokers/
+	$(VENV)/bin/mypy .
 	$(VENV)/bin/lint-imports
 
 clean:

@@ -138,13 +138,14 @@ async def reference(url: str, scenario: str, n: int) -> Timed:
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(source, seq, direct=True)
             if scenario == "advisories":
-                advisory = json.loads(msg.data)
+                advisory = json.loads(msg.data or b"")
                 msg = await js.get_msg(advisory["stream"], advisory["stream_seq"], direct=True)
                 subject = "bench.retry.x"
             else:
-                subject = msg.headers["x-original-subject"]
+                subject = (msg.headers or {})["x-original-subject"]
             headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
-            await js.publish(subject, msg.data, headers=headers)
+            # nats-py may give None for a message stored without a payload.
+            await js.publish(subject, msg.data or b"", headers=headers)
     await nc.close()
     return timed
 

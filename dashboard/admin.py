@@ -16,7 +16,7 @@ from dashboard import auth, config
 from dashboard.models import ApiToken, AuditEntry, Broker
 
 # The whole admin is for the admin role, whatever Django permissions say.
-admin.site.has_permission = lambda request: auth.has_role(request.user, auth.ADMIN)  # type: ignore[method-assign]
+admin.site.has_permission = lambda request: auth.has_role(request.user, auth.ADMIN)
 admin.site.site_header = "Sluice administration"
 
 
@@ -29,7 +29,7 @@ class AdminRoleMixin:
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return auth.has_role(request.user, auth.ADMIN)
 
-    has_add_permission = has_module_permission  # type: ignore[assignment]
+    has_add_permission = has_module_permission
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return auth.has_role(request.user, auth.ADMIN)

@@ -283,9 +283,9 @@ def _update_rows(rows: list[tuple[Any, ...]]) -> None:
     details_at, updated_at = _FIELDS.index("details"), _FIELDS.index("updated_at")
     params = []
     for row in rows:
-        row = list(row)
-        row[details_at] = json.dumps(row[details_at])
-        row[updated_at] = connection.ops.adapt_datetimefield_value(row[updated_at])
-        params.append(row)
+        values = list(row)
+        values[details_at] = json.dumps(values[details_at])
+        values[updated_at] = connection.ops.adapt_datetimefield_value(values[updated_at])
+        params.append(values)
     with connection.cursor() as cursor:
         cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608

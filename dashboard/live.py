@@ -103,7 +103,8 @@ def watched() -> list[View]:
     views = []
     for raw, count in _redis().hgetall(VIEWS_KEY).items():
         if int(count) > 0:
-            view = parse(raw.decode())
+            # The client is made without decode_responses, so keys come as bytes.
+            view = parse(raw.decode() if isinstance(raw, bytes) else raw)
             if view is not None:
                 views.append(view)
     return views

@@ -7,7 +7,7 @@ use ends. `brokers.nats.client` knows nothing of Django; this is the bridge.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -20,12 +20,22 @@ from dashboard.models import Broker
 Client = TypeVar("Client", bound=NatsClient)
 
 
+@overload
+def nats_client(broker: Broker, name: str = ..., ping_interval: int = ...) -> NatsClient: ...
+
+
+@overload
+def nats_client(
+    broker: Broker, name: str = ..., ping_interval: int = ..., *, cls: type[Client]
+) -> Client: ...
+
+
 def nats_client(
     broker: Broker,
     name: str = "sluice",
     ping_interval: int = 20,
-    cls: type[Client] = NatsClient,  # type: ignore[assignment]
-) -> Client:
+    cls: type[NatsClient] = NatsClient,
+) -> NatsClient:
     """A connected client for `broker` (a NATS one), of `cls` (a NatsClient or one
     that extends it); BrokerError if it cannot be made."""
     if broker.kind != "nats":

@@ -125,8 +125,8 @@ def shown(rows: Iterable[Destination]) -> list[Destination]:
     out = []
     for dest in rows:
         dest.details = {
-            "status": dest.listed_status or {},  # type: ignore[attr-defined]
-            "extra": {"lag_seconds": dest.listed_behind or {}},  # type: ignore[attr-defined]
+            "status": dest.listed_status or {},
+            "extra": {"lag_seconds": dest.listed_behind or {}},
         }
         out.append(dest)
     return out

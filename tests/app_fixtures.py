@@ -103,7 +103,7 @@ def amqp(rabbitmq: dict[str, str]) -> Iterator[Any]:
         declared.append(queue)
         return original(queue, **kwargs)
 
-    channel.queue_declare = declare  # type: ignore[method-assign]
+    channel.queue_declare = declare
     yield channel
     for queue in declared:
         if connection.is_open:

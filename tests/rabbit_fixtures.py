@@ -57,7 +57,7 @@ class Topology:
 
     def drain(self, queue: str) -> list[tuple[Any, pika.BasicProperties, bytes]]:
         """Every message of `queue`, removed, in order."""
-        got = []
+        got: list[tuple[Any, pika.BasicProperties, bytes]] = []
         while True:
             method, props, body = self.channel.basic_get(queue, auto_ack=True)
             if method is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pika
@@ -44,6 +45,18 @@ def sign_in(page, stack) -> None:
     page.fill("input[name=password]", stack.admin_password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{stack.url}/")
+
+
+def dismissed_dialogs(page: Any) -> list[str]:
+    """The messages of the dialogs `page` opens from now on, each dismissed."""
+    messages: list[str] = []
+
+    def dismiss(dialog: Any) -> None:
+        messages.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
+    return messages
 
 
 def test_backlog_changes_live_without_a_reload(stack, browser, unique_name):

@@ -130,7 +130,7 @@ def test_ranking_puts_growing_backlogs_first_then_unconsumed_then_largest(db):
     broker = Broker.objects.create(
         name="b", kind="rabbitmq", options={"management_url": "http://x"}
     )
-    rows = {
+    rows: dict[str, dict[str, Any]] = {
         "big": dict(backlog=9000, consumers=3, in_rate=5.0, out_rate=5.0),
         "growing": dict(backlog=10, consumers=1, in_rate=50.0, out_rate=10.0),
         "orphan": dict(backlog=5, consumers=0, in_rate=0.0, out_rate=0.0),

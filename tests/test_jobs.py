@@ -32,7 +32,7 @@ class DeadLetters:
         return self.channel.queue_declare(queue, passive=True).method.message_count
 
     def drain(self, queue: str) -> list[tuple[Any, bytes]]:
-        out = []
+        out: list[tuple[Any, bytes]] = []
         while True:
             method, props, body = self.channel.basic_get(queue, auto_ack=True)
             if method is None:

@@ -10,7 +10,7 @@ from kafka import KafkaProducer
 
 from dashboard import devservices
 from tests.kafka_fixtures import read_all
-from tests.test_browser import CHROMIUM_ARGS, sign_in
+from tests.test_browser import CHROMIUM_ARGS, dismissed_dialogs, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -62,8 +62,7 @@ def test_hostile_keys_headers_and_values_render_inert(
     producer.flush()
     producer.close()
     page = browser.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    dialogs = dismissed_dialogs(page)
     try:
         sign_in(page, stack)
         page.goto(f"{stack.url}/brokers/kafka/topics/{topic}/messages?count=20")

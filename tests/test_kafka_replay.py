@@ -271,7 +271,9 @@ def test_batch_producer_partitions_like_kafkas_producer_and_splits_large_batches
     keys = [f"customer-{n}".encode() for n in range(40)]
     by_kafka = {k: produce(topic, [b"ref"], key=k)[0].partition for k in keys}
     big = b"y" * (400 * 1024)
-    records = [(topic, k, b"lean", [("h", b"\xff")]) for k in keys]
+    records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = [
+        (topic, k, b"lean", [("h", b"\xff")]) for k in keys
+    ]
     records += [(topic, b"same-key", big, []) for _ in range(3)]
     records.append((f"missing-{unique_name}", b"k", b"v", []))
     outcome = BatchProducer(kafka_admin, 10000).send(records)

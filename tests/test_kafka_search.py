@@ -20,6 +20,12 @@ pytestmark = pytest.mark.django_db
 UUID = re.compile(r"/searches/([0-9a-f-]{36})/")
 
 
+def search_id_in(location: str) -> str:
+    found = UUID.search(location)
+    assert found is not None, location
+    return found.group(1)
+
+
 def csrf(client) -> str:
     client.get("/")
     return client.cookies["csrftoken"].value
@@ -64,7 +70,7 @@ def test_a_viewer_searches_a_whole_topic_and_gets_every_match(
     carol = client_for("carol")
     response = start(carol, topic, body="needle")
     assert response.status_code == 302
-    search_id = UUID.search(response["Location"]).group(1)
+    search_id = search_id_in(response["Location"])
     search = Search.objects.get(public_id=search_id)
     assert search.state == Search.QUEUED and search.created_by == "carol"
     entry = AuditEntry.objects.get(action="search.start")
@@ -115,7 +121,7 @@ def test_a_search_can_be_cancelled_while_it_runs(
     monkeypatch.setattr(kafka_search, "PARTITION_FETCH_BYTES", 1)
     monkeypatch.setattr(kafka_search, "REPORT_EVERY", 0.0)
     carol = client_for("carol")
-    search_id = UUID.search(start(carol, topic, body="needle")["Location"]).group(1)
+    search_id = search_id_in(start(carol, topic, body="needle")["Location"])
     search = Search.objects.get(public_id=search_id)
     # Carol presses Cancel as the first progress is written. (In the same
     # thread: SQLite's in-memory test database does not share writes well.)

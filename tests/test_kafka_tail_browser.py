@@ -6,7 +6,7 @@ import pytest
 
 # The browser tests' module-scoped Chromium, as the fixture `chromium` here.
 from tests.test_browser import browser as chromium  # noqa: F401
-from tests.test_browser import sign_in
+from tests.test_browser import dismissed_dialogs, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -20,8 +20,7 @@ def test_hostile_messages_show_inert_and_pause_stops_rows(
 ):
     topic = make_topic(f"tail-{unique_name}", partitions=2)
     page = chromium.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    dialogs = dismissed_dialogs(page)
     rows = page.locator("#tail-rows tr.tail-row")
     try:
         sign_in(page, stack)

@@ -68,7 +68,7 @@ def bytes_read() -> Iterator[Reads]:
 def big_broker(db: Any) -> Broker:
     """A RabbitMQ broker as the collector stores 5,000 queues: each bound to the
     default exchange and to one of its own, and ROWS of them listed."""
-    bindings = [
+    bindings: list[dict[str, Any]] = [
         {
             "source": source,
             "destination": f"orders.{i:05d}",

@@ -18,6 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from brokers.base import BrokerError, Destination, Snapshot
 from brokers.nats.adapter import Nats
+from brokers.nats.monitor import NatsHealth, NatsTopology
 from brokers.nats.monitor_server import seconds
 from tests.nats_fixtures import JetStream, NatsServer, free_port, start_linked_servers
 
@@ -37,6 +38,18 @@ def find(snapshot: Snapshot, key: str) -> Destination:
     found = next((d for d in snapshot.destinations if d.key == key), None)
     assert found is not None, f"{key} not in {[d.key for d in snapshot.destinations]}"
     return found
+
+
+def nats_health(snapshot: Snapshot) -> NatsHealth:
+    """The snapshot's health, with the fields only NATS has."""
+    assert isinstance(snapshot.health, NatsHealth)
+    return snapshot.health
+
+
+def nats_topology(snapshot: Snapshot) -> NatsTopology:
+    """The snapshot's topology, which a topology collection always has."""
+    assert isinstance(snapshot.topology, NatsTopology)
+    return snapshot.topology
 
 
 # -- streams ------------------------------------------------------------------
@@ -189,9 +202,9 @@ def test_server_without_jetstream_has_health_and_no_destinations(
     adapter.close()
     assert snapshot.destinations == ()
     assert snapshot.health.facts["jetstream"] is False
-    assert snapshot.health.server["jetstream"]["enabled"] is False
+    assert nats_health(snapshot).server["jetstream"]["enabled"] is False
     assert snapshot.health.version
-    assert snapshot.health.healthz == {"status": "ok", "error": ""}
+    assert nats_health(snapshot).healthz == {"status": "ok", "error": ""}
     # /varz, /healthz, /connz, then /subsz for the topology: no /jsz.
     assert snapshot.requests == 4
 
@@ -243,21 +256,21 @@ def test_varz_figures_and_byte_rates_from_counters(
     adapter: Nats, js: JetStream, unique_name: str
 ) -> None:
     first = adapter.collect()
-    assert first.health.server["in_bytes_rate"] is None  # nothing to compare with yet
+    assert nats_health(first).server["in_bytes_rate"] is None  # nothing to compare with yet
     js.publish(f"{unique_name}.core", b"x" * 100, count=20, jetstream=False)
     time.sleep(0.05)
     second = adapter.collect()
 
-    server = second.health.server
+    server = nats_health(second).server
     assert server["version"] == second.health.version and server["server_id"]
     assert server["mem"] > 0 and server["cores"] >= 1 and server["cpu"] >= 0
     assert server["uptime_seconds"] is not None and server["uptime_seconds"] >= 0
     assert server["jetstream"]["enabled"] is True and server["jetstream"]["max_storage"] > 0
     assert second.health.in_total is not None and first.health.in_total is not None
     assert second.health.in_total - first.health.in_total >= 20
-    assert server["in_bytes"] - first.health.server["in_bytes"] >= 20 * 100
+    assert server["in_bytes"] - nats_health(first).server["in_bytes"] >= 20 * 100
     assert server["in_bytes_rate"] > 0
-    assert second.health.healthz == {"status": "ok", "error": ""}
+    assert nats_health(second).healthz == {"status": "ok", "error": ""}
     assert second.health.alarms == []
 
 
@@ -278,8 +291,9 @@ def test_connz_row_for_a_named_client(adapter: Nats, js: JetStream, unique_name:
     time.sleep(0.05)
     second = adapter.collect()
 
-    rows = [r for r in second.health.connections["rows"] if r["name"] == name]
-    assert len(rows) == 1, second.health.connections
+    connections = nats_health(second).connections
+    rows = [r for r in connections["rows"] if r["name"] == name]
+    assert len(rows) == 1, connections
     row = rows[0]
     assert row["lang"] == "python3" and row["version"] == client_version
     assert row["subscriptions"] == 2
@@ -288,15 +302,15 @@ def test_connz_row_for_a_named_client(adapter: Nats, js: JetStream, unique_name:
     assert row["address"].startswith("127.0.0.1:")
     assert row["rtt"] is None or row["rtt"] >= 0
     assert row["idle"] is not None and row["idle"] >= 0
-    assert second.health.connections["total"] >= 1
+    assert connections["total"] >= 1
     # The first sight of the connection had no rate.
-    assert [r["in_rate"] for r in first.health.connections["rows"] if r["name"] == name] == [None]
+    first_rows = nats_health(first).connections["rows"]
+    assert [r["in_rate"] for r in first_rows if r["name"] == name] == [None]
 
 
 def test_topology_reads_subsz_and_skips_what_is_not_configured(adapter: Nats) -> None:
     snapshot = adapter.collect(topology=True)
-    topology = snapshot.topology
-    assert topology is not None
+    topology = nats_topology(snapshot)
     assert topology.subsz["num_subscriptions"] > 0  # JetStream's own API subscriptions
     assert 0 <= topology.subsz["cache_hit_rate"] <= 1
     assert topology.routes is None and topology.gateways is None and topology.leafs is None
@@ -318,11 +332,11 @@ def test_a_failing_healthz_is_an_alarm_not_an_outage(
     snapshot = adapter.collect(topology=True)
     adapter.close()
 
-    healthz = snapshot.health.healthz
+    healthz = nats_health(snapshot).healthz
     assert healthz["status"] != "ok" and healthz["error"]
     assert f"healthz {healthz['status']}: {healthz['error']}" in snapshot.health.alarms
     # A cluster is configured, with no route connected.
-    assert snapshot.topology is not None and snapshot.topology.routes == []
+    assert nats_topology(snapshot).routes == []
 
 
 def test_routes_gateways_and_leaf_nodes_of_real_servers(
@@ -335,8 +349,7 @@ def test_routes_gateways_and_leaf_nodes_of_real_servers(
         deadline = time.monotonic() + 20
         while True:
             seen_a, seen_b = hub_a.collect(topology=True), hub_b.collect(topology=True)
-            ta, tb = seen_a.topology, seen_b.topology
-            assert ta is not None and tb is not None
+            ta, tb = nats_topology(seen_a), nats_topology(seen_b)
             if ta.routes and ta.leafs and tb.gateways and tb.gateways["outbound"]:
                 break
             assert time.monotonic() < deadline, (ta, tb)
@@ -352,7 +365,8 @@ def test_routes_gateways_and_leaf_nodes_of_real_servers(
     assert tb.leafs is None and {r["remote"] for r in tb.routes or []} == {"hub-a"}
     assert tb.gateways["name"] == "east"
     assert [g["cluster"] for g in tb.gateways["outbound"]] == ["west"]
-    assert seen_a.health.server["cluster"] == "east" and seen_a.health.server["leafnodes"] == 1
+    hub_a_server = nats_health(seen_a).server
+    assert hub_a_server["cluster"] == "east" and hub_a_server["leafnodes"] == 1
     # varz, healthz, connz (no JetStream) + subsz and the two configured ones.
     assert seen_a.requests == 6 and seen_b.requests == 6
 
@@ -379,7 +393,7 @@ def test_a_replicated_stream_counts_once_across_a_real_three_server_cluster(
     adapters = [Nats(s.monitoring_url) for s in servers]
     try:
         deadline = time.monotonic() + 20
-        while not all(a.collect().health.healthz["status"] == "ok" for a in adapters):
+        while not all(nats_health(a.collect()).healthz["status"] == "ok" for a in adapters):
             assert time.monotonic() < deadline, "the cluster did not form"
             time.sleep(0.1)
         js = JetStream(servers[0].url)
@@ -389,7 +403,8 @@ def test_a_replicated_stream_counts_once_across_a_real_three_server_cluster(
             js.add_consumer("TRIPLE", "reader")
             # Every replica holds the stream; wait until each says so.
             while not all(
-                a.collect().health.server["jetstream"]["replica_streams"] == 1 for a in adapters
+                nats_health(a.collect()).server["jetstream"]["replica_streams"] == 1
+                for a in adapters
             ):
                 assert time.monotonic() < deadline, "replicas did not catch up"
                 time.sleep(0.1)
@@ -408,7 +423,7 @@ def test_a_replicated_stream_counts_once_across_a_real_three_server_cluster(
     leader = next(snap for snap in snapshots if snap.destinations)
     stream = leader.destinations[0]
     assert stream.extra["replicas"] == 3 and stream.extra["cluster"] == "trio"
-    assert stream.extra["leader"] == leader.health.server["server_name"]
+    assert stream.extra["leader"] == nats_health(leader).server["server_name"]
     assert len(stream.extra["replica_state"]) == 2  # the two followers
     assert all(snap.health.facts["cluster"] == "trio" for snap in snapshots)
 

@@ -8,7 +8,7 @@ import pytest
 
 # The browser tests' module-scoped Chromium, as the fixture `chromium` here.
 from tests.test_browser import browser as chromium  # noqa: F401
-from tests.test_browser import sign_in
+from tests.test_browser import dismissed_dialogs, sign_in
 from tests.test_nats_messages import raw_publish
 
 pytestmark = pytest.mark.browser
@@ -49,8 +49,7 @@ def test_hostile_messages_are_inert_on_the_stream_page_and_the_tail(
     for suffix, headers, body in MESSAGES:
         raw_publish(url, f"{u}.<i>{suffix}", headers, body)
     page = chromium.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    dialogs = dismissed_dialogs(page)
     try:
         sign_in(page, stack)
         deadline = time.monotonic() + 10

@@ -274,7 +274,7 @@ def test_dry_run_then_start_through_the_api(
 
 
 def test_bad_requests_change_nothing(nats_broker, js, capture, unique_name) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"source": "advisories/NO_SUCH_STREAM"}, "capture stream is not there"),
         ({"source": "queue/x"}, "source must be"),
         ({"source": f"advisories/{capture}", "destination": "a b"}, "cannot contain spaces"),

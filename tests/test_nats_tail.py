@@ -28,7 +28,7 @@ class NatsTail(Tail):
     """The Kafka tail's test socket, reading the NATS page's rows."""
 
     @property
-    def rows(self) -> list[dict[str, Any]]:  # type: ignore[override]
+    def rows(self) -> list[dict[str, Any]]:
         out = []
         for subject, inner in ROW.findall(self.text):
             cells = CELL.findall(inner)

@@ -326,7 +326,7 @@ def test_a_kafka_record_timestamp_out_of_range_reads_as_unreadable(
 class NotUtf8(str):
     """A header name kafka-python writes as bytes that are not UTF-8, as any client may."""
 
-    def encode(self, *args, **kwargs) -> bytes:  # type: ignore[override]
+    def encode(self, *args, **kwargs) -> bytes:
         return b"\xff\xfename"
 
 

@@ -283,7 +283,8 @@ def dead_letter(top: Topology, name: str, t: Callable[..., AmqpTransfer], url: s
     dlq = top.queue(f"{name}.dlq")
     top.channel.queue_bind(dlq, dlx)
     orders = top.exchange(f"{name}.orders", "topic")
-    q = top.queue(f"{name}.orders", **{"x-message-ttl": 0, "x-dead-letter-exchange": dlx})
+    arguments: dict[str, Any] = {"x-message-ttl": 0, "x-dead-letter-exchange": dlx}
+    q = top.queue(f"{name}.orders", **arguments)
     top.channel.queue_bind(q, orders, "order.*")
     top.publish(orders, "order.created", b"{}")
     deadline = time.monotonic() + 10

@@ -119,7 +119,8 @@ def test_a_websocket_viewer_receives_the_new_figures(stack, unique_name):
             publish(amqp_url, queue, 7)
             deadline = time.monotonic() + DEADLINE + 5
             while time.monotonic() < deadline:
-                html = await asyncio.wait_for(ws.recv(), timeout=deadline - time.monotonic())
+                frame = await asyncio.wait_for(ws.recv(), timeout=deadline - time.monotonic())
+                html = frame if isinstance(frame, str) else frame.decode()
                 if ">7</td>" in html:
                     return html
         raise AssertionError("no fragment with the new backlog arrived")

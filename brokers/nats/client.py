@@ -50,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -153,7 +153,7 @@ class NatsClient:
             self.close()
             raise
 
-    def __enter__(self) -> NatsClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

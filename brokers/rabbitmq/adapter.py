@@ -144,9 +144,7 @@ class RabbitMQ:
         """Publish one message, mandatory and confirmed."""
         from brokers.rabbitmq import amqp
 
-        return amqp.publish(
-            self._amqp(), vhost, exchange, routing_key, body, properties, headers
-        )
+        return amqp.publish(self._amqp(), vhost, exchange, routing_key, body, properties, headers)
 
     def replay_target(self, message: Message, mode: str = "auto") -> tuple[str, str] | None:
         """Where a dead letter came from: (exchange, routing key), from its x-death headers."""

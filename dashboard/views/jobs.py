@@ -89,7 +89,7 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
 
 @require_http_methods(["GET", "POST"])
 @require_role(VIEWER)
-def api_jobs(request: HttpRequest) -> JsonResponse:
+def api_jobs(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return JsonResponse(
             {"jobs": [jobservice.as_json(j) for j in Job.objects.select_related("broker")[:200]]}
@@ -97,7 +97,7 @@ def api_jobs(request: HttpRequest) -> JsonResponse:
     from dashboard.auth import forbidden, has_role
 
     if not has_role(request.user, OPERATOR):
-        return forbidden(request, OPERATOR)  # type: ignore[return-value]
+        return forbidden(request, OPERATOR)
     try:
         data = _json_body(request)
         broker = Broker.objects.filter(name=data.get("broker") or "", enabled=True).first()

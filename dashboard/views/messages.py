@@ -50,7 +50,7 @@ def read(
     broker: Broker, dest: Destination, count: int, offset: int | None, truncate: int | None
 ) -> list[Message]:
     adapter = adapter_for(broker)
-    return adapter.browse(dest.vhost, dest.name, dest.type, count, offset=offset, truncate=truncate)  # type: ignore[attr-defined,no-any-return]
+    return adapter.browse(dest.vhost, dest.name, dest.type, count, offset=offset, truncate=truncate)  # type: ignore[attr-defined]
 
 
 def peek(
@@ -105,9 +105,9 @@ def send_one(
         if len(exchange.encode()) > 255 or len(routing_key.encode()) > 255:
             # AMQP carries both as short strings: the client cannot even encode longer ones.
             raise ValueError("exchange names and routing keys are at most 255 bytes")
-        result: Published = adapter_for(broker).publish(
+        result: Published = adapter_for(broker).publish(  # type: ignore[attr-defined]
             vhost, exchange, routing_key, body, properties, headers
-        )  # type: ignore[attr-defined]
+        )
     outcome = (
         "ok"
         if result.confirmed and result.routed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -165,7 +166,7 @@ def audit_export(request: HttpRequest) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
     header = ["at", "user", "action", "broker", "destination", "count", "result", "detail"]
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows() -> Iterator[str]:
         yield writer.writerow(header)
         for e in AuditEntry.objects.order_by("at").iterator():
             cells = [
