@@ -232,8 +232,13 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     # kafka-python logs every failed connection attempt at ERROR; the broker's
-    # state is shown on the page instead.
-    "loggers": {"kafka": {"level": "CRITICAL"}, "pika": {"level": "WARNING"}},
+    # state is shown on the page instead. django-axes announces itself at INFO in
+    # every process; its WARNINGs (a failed sign-in, a lockout) are kept.
+    "loggers": {
+        "kafka": {"level": "CRITICAL"},
+        "pika": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+    },
 }
 
 # Sluice itself.
