@@ -8,8 +8,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from tests.kafka.test_offsets import commit
 from tests.test_browser import browser as chromium  # noqa: F401
-from tests.test_kafka_offsets import commit
 from tests.test_stack import delete_queue, publish
 
 pytestmark = pytest.mark.browser

@@ -15,9 +15,10 @@ import pytest
 
 from dashboard import jobs, jobservice
 from dashboard.models import AuditEntry, Destination, Job
-from tests import test_jobs, test_nats_replay
+from tests import test_jobs
+from tests.nats import test_replay as test_nats_replay
+from tests.nats.test_replay import stored
 from tests.test_jobs import kill, source
-from tests.test_nats_replay import stored
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 
 from dashboard import kafka_search
 from dashboard.models import DeadLetterScan, Destination
-from tests.test_nats_messages import raw_publish
+from tests.nats.test_messages import raw_publish
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,8 @@ from django.test import Client
 
 from dashboard import sockets
 from dashboard.asgi import application
-from tests.test_kafka_tail import run
-from tests.test_nats_tail import NatsTail, core_publish, tail_connections, ws_path
+from tests.kafka.test_tail import run
+from tests.nats.test_tail import NatsTail, core_publish, tail_connections, ws_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

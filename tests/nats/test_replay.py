@@ -16,7 +16,7 @@ from nats.js.errors import NotFoundError
 from dashboard import collector, jobs, jobservice
 from dashboard import nats_deadletters as dl
 from dashboard.models import AuditEntry, Job
-from tests.test_nats_deadletters import make_dead_letters
+from tests.nats.test_deadletters import make_dead_letters
 from tests.test_permissions import csrf_post
 
 pytestmark = pytest.mark.django_db

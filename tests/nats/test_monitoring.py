@@ -4,7 +4,7 @@ Consumer statuses are judged from the samples of recent collections. These
 tests drive real JetStream consumers into each state and run real
 collections stamped 15 s apart (`collector.collect(now=...)`), so that a
 window of history builds up without waiting minutes, as
-tests/test_kafka_status.py does. What the server says is always real; only
+tests/kafka/test_status.py does. What the server says is always real; only
 the collections' clock is advanced.
 """
 

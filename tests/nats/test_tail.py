@@ -15,8 +15,8 @@ import requests
 
 from dashboard import tail
 from tests.app_fixtures import closed_port
-from tests.test_kafka_tail import Tail, _text, run
-from tests.test_nats_messages import raw_publish
+from tests.kafka.test_tail import Tail, _text, run
+from tests.nats.test_messages import raw_publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

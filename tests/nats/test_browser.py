@@ -6,10 +6,11 @@ import time
 
 import pytest
 
+from tests.nats.test_messages import raw_publish
+
 # The browser tests' module-scoped Chromium, as the fixture `chromium` here.
 from tests.test_browser import browser as chromium  # noqa: F401
 from tests.test_browser import dismissed_dialogs, sign_in
-from tests.test_nats_messages import raw_publish
 
 pytestmark = pytest.mark.browser
 

@@ -1,0 +1,1 @@
+"""NATS-specific tests against the real broker; fixtures are in tests/nats_fixtures.py."""
