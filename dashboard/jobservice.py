@@ -236,7 +236,10 @@ def start(user: Any, job: Job, confirm: Any = None) -> Job:
         jobguard.check_confirmation(job, confirm)
         fresh = _look(job.broker, fields, destructive=True)
         change = jobguard.compare(job, fresh)
-        if fresh["estimate"] > job.preview["estimate"]:
+        # Only an exact count can go stale: beyond the peek limit both counts are
+        # estimates from the last collection's queue length, which moves on its own.
+        exact = job.preview.get("complete") and fresh.get("complete")
+        if exact and fresh["estimate"] > job.preview["estimate"]:
             # It would take more than was confirmed: show the new count, ask again.
             Job.objects.filter(pk=job.pk, state=Job.PREVIEW).update(preview=fresh)
             job.refresh_from_db()

@@ -126,6 +126,30 @@ def test_a_preview_that_went_stale_is_not_started_and_shows_the_new_count(
     assert run(job["id"]).discarded == 8
 
 
+def test_an_estimated_preview_that_grows_starts_and_records_the_change(
+    rabbit_broker, dl, token_for, client, settings
+):
+    """Beyond the peek limit the count is an estimate from the last collection's queue
+    length, which moves between collections: a change is recorded, not refused, so a
+    confirmation cannot race the collector (nor a queue that keeps filling)."""
+    settings.SLUICE_PEEK_LIMIT = 3
+    kill(dl, 6)
+    src = source(rabbit_broker, dl)
+    Destination.objects.filter(pk=src.pk).update(backlog=5)  # a collection mid-fill
+    token = token_for("bob")
+    job = api(client, token, "/jobs", discard(src.key, dry_run=True)).json()
+    assert job["preview"]["estimate"] == 5 and not job["preview"]["complete"]
+    Destination.objects.filter(pk=src.pk).update(backlog=6)  # the next collection
+    response = api(
+        client, token, f"/jobs/{job['id']}/start", {"confirm": job["preview"]["confirm"]}
+    )
+    assert response.status_code == 200, response.content
+    assert "counted 5" in response.json()["preview"]["at_start"]
+    start = AuditEntry.objects.get(action="job.discard.start")
+    assert "counts 6" in start.detail["preview_changed"]
+    assert run(job["id"]).discarded == 6
+
+
 def test_a_preview_with_fewer_messages_at_start_starts_and_says_so(
     rabbit_broker, dl, token_for, client
 ):
