@@ -11,6 +11,8 @@ from http import HTTPStatus
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from dashboard.auth import is_api
+
 
 def _sentence(response: HttpResponse) -> str:
     if response.status_code == 405 and response.has_header("Allow"):
@@ -34,7 +36,7 @@ class ErrorMessageMiddleware:
         if response.content.strip():
             return response
         message = _sentence(response)
-        if request.path.startswith("/api/"):
+        if is_api(request):
             filled: HttpResponse = JsonResponse({"error": message}, status=response.status_code)
         else:
             filled = HttpResponse(message, status=response.status_code, content_type="text/plain")

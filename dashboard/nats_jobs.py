@@ -12,7 +12,6 @@ the subject an origin header names) or to a subject the operator chose.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,14 +24,13 @@ from brokers.nats.client import BadSubject, Missing, check_subject
 from brokers.nats.deadletters import Advisory
 from brokers.nats.pipeline import DeadLetterClient
 from brokers.nats.transfer import SequenceTransfer, origin_subject, read_dead_letters
-from brokers.nats.wire import header_problem
+from brokers.nats.wire import STREAM_NAME, header_problem
 from dashboard import deadletters, jobs
 from dashboard.models import Broker, Job
 from dashboard.nats_deadletters import client_for
 
 ACTIONS = ("replay", "move")
 KINDS = {"advisories": "advisories", "stream": "stream"}
-STREAM_RE = re.compile(r"[^\s.*>/\\]{1,255}")
 # The page and API speak of streams, consumers and subjects; the job engine's
 # filter (dashboard.deadletters.matches) of queues, exchanges and routing keys.
 FILTER_NAMES = {"stream": "queue", "consumer": "exchange", "subject": "routing_key"}
@@ -49,7 +47,7 @@ def parse_source(source: Any) -> tuple[str, str]:
             "source must be 'advisories/<capture stream>' or 'stream/<dead-letter stream>'"
         )
     kind, _, name = source.partition("/")
-    if kind not in KINDS or not STREAM_RE.fullmatch(name):
+    if kind not in KINDS or not STREAM_NAME.fullmatch(name):
         raise Invalid(
             "source must be 'advisories/<capture stream>' or 'stream/<dead-letter stream>'"
         )

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import pika
 import pytest
@@ -317,7 +316,6 @@ ROLE_PLAN = {
 @pytest.mark.parametrize("route,name", ROUTES, ids=[r[0] or "/" for r in ROUTES])
 def test_no_route_answers_5xx_to_hostile_input(world, personas, route, name):
     failures: list[str] = []
-    started = time.monotonic()
     for persona, (get_values, post_values, json_values) in ROLE_PLAN.items():
         client = Client()
         if persona:
@@ -337,7 +335,6 @@ def test_no_route_answers_5xx_to_hostile_input(world, personas, route, name):
     assert not failures, f"{len(failures)} answers ≥ 500 or without a message:\n" + "\n".join(
         failures[:40]
     )
-    assert time.monotonic() - started < 240
 
 
 # -- websockets -----------------------------------------------------------------------
@@ -402,4 +399,3 @@ def test_the_corpus_covers_what_the_probe_sent():
     for probe in ("-1", str(10**23), "²", "99999999999999999999", "a{4294967296}", "(a+)+$"):
         assert probe in sent
     assert any(v.startswith("[" * 100) for v in sent)
-    assert urlencode({"x": hostile.TEXT_VALUES[22]})  # deep nesting travels in a URL
