@@ -9,7 +9,7 @@ in interleaved rounds on the same broker:
     reference  a plain kafka-python KafkaConsumer, no group, every partition
                assigned from the beginning, polled until it has every record,
                doing nothing with them;
-    ours       `dashboard.kafka_search.run()`, the search runner the Celery
+    ours       `dashboard.kinds.kafka.search.run()`, the search runner the Celery
                task calls, on a Search row (SQLite in a temporary directory)
                with a body filter that matches the marked records: fixing the
                ranges, scanning, progress writes and results included.
@@ -90,7 +90,7 @@ def reference(bootstrap: str, topic: str, n: int) -> Timed:
 def ours(bootstrap: str, topic: str, n: int, marked: int, mode: str = "substring") -> Timed:
     """The search runner from start to done (adapter, ranges, scan, progress); checks what it found."""
     scratch_django.setup("sluice-bench-search-")
-    from dashboard import kafka_search
+    from dashboard.kinds.kafka import search as kafka_search
     from dashboard.models import Broker
 
     broker = Broker.objects.create(

@@ -20,8 +20,10 @@ from django.db import connection, transaction
 
 from brokers.base import Adapter, BrokerError, Snapshot, connect
 from brokers.base import Destination as Dest
-from dashboard import kafkastatus, natsstatus, statuswindow
+from dashboard import statuswindow
 from dashboard.config import connect_options
+from dashboard.kinds.kafka import status as kafkastatus
+from dashboard.kinds.nats import status as natsstatus
 from dashboard.models import Broker, Destination, Sample
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def collect(broker: Broker, now: float | None = None) -> bool:
     store(broker, snapshot, now, elapsed=time.monotonic() - started)
     if broker.kind == "nats":
         # The advisory capture stream, checked (or created) once per few minutes.
-        from dashboard.nats_deadletters import check_now_and_then
+        from dashboard.kinds.nats.deadletters import check_now_and_then
 
         check_now_and_then(broker)
     return True
@@ -158,7 +160,7 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
     rows_update: list[tuple[Any, ...]] = []
     samples: list[tuple[str, int, int, int, float | None, float | None, int | None]] = []
     # Kafka groups and NATS consumers get a status judged from their recent
-    # samples (dashboard/kafkastatus.py, dashboard/natsstatus.py).
+    # samples (dashboard/kinds/kafka/status.py, dashboard/kinds/nats/status.py).
     since = statuswindow.window_since(now, broker.effective_interval)
     groups_before = kafkastatus.history(broker, since, now) if broker.kind == "kafka" else {}
     consumers_before = natsstatus.history(broker, since, now) if broker.kind == "nats" else {}

@@ -26,7 +26,7 @@ def death_info(message: Message) -> dict[str, Any]:
     """Reason, original queue, exchange, routing key and time (Unix s) of a dead letter's first
     death; fields the headers hold in an odd form read "unreadable: ..." (`deaths.history`)."""
     if "nats_stream" in message.properties:  # a NATS dead letter: stream, consumer, subject
-        from dashboard.nats_deadletters import death_info as nats_death_info
+        from dashboard.kinds.nats.deadletters import death_info as nats_death_info
 
         return nats_death_info(message)
     h = history(message.headers)

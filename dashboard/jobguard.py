@@ -58,7 +58,7 @@ def confirm_text(fields: dict[str, Any], preview: dict[str, Any]) -> str:
 def is_dead_letter_source(broker: Broker, key: str) -> bool:
     """Whether dead-letter discovery (the dead-letters pages) lists `key` as a dead-letter source."""
     if broker.kind == "nats":
-        from dashboard.nats_deadletters import dead_letter_streams
+        from dashboard.kinds.nats.deadletters import dead_letter_streams
 
         # A job reading the advisory capture stream reads dead letters by definition.
         return key.startswith("advisories/") or any(

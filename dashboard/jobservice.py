@@ -10,10 +10,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from brokers.base import BrokerError, Message
-from dashboard import deadletters, jobguard, jobs, kafka_jobs, nats_jobs
+from dashboard import deadletters, jobguard, jobs
 from dashboard.auth import audit
 from dashboard.collector import adapter_for
 from dashboard.jobguard import Invalid, NeedsConfirmation  # callers say jobservice.Invalid
+from dashboard.kinds.kafka import jobs as kafka_jobs
+from dashboard.kinds.nats import jobs as nats_jobs
 from dashboard.models import Broker, Destination, Job
 
 ACTIONS = ("replay", "move", "discard")

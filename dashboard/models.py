@@ -12,8 +12,8 @@ from django.db import models
 from django.utils import timezone
 
 from brokers.base import OPTIONS, redact_options
-from dashboard.kafkastatus import LABELS as KAFKA_STATUS_LABELS
-from dashboard.natsstatus import LABELS as NATS_STATUS_LABELS
+from dashboard.kinds.kafka.status import LABELS as KAFKA_STATUS_LABELS
+from dashboard.kinds.nats.status import LABELS as NATS_STATUS_LABELS
 
 
 class Broker(models.Model):
@@ -105,7 +105,7 @@ class Destination(models.Model):
     def __str__(self) -> str:
         return f"{self.broker.name}:{self.key}"
 
-    # 3: a Kafka group in ERROR (dashboard/kafkastatus.py); RabbitMQ never gets it.
+    # 3: a Kafka group in ERROR (dashboard/kinds/kafka/status.py); RabbitMQ never gets it.
     TROUBLE_LABELS = {3: "error", 2: "growing", 1: "no consumers", 0: ""}
     # A Kafka group's or NATS consumer's status, where it names the trouble (the names differ).
     STATUS_LABELS = {**KAFKA_STATUS_LABELS, **NATS_STATUS_LABELS}

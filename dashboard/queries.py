@@ -138,7 +138,7 @@ def brokers_shown() -> QuerySet[Broker]:
 
 
 def as_json(dest: Destination) -> dict[str, Any]:
-    # Kafka groups: the Burrow-like status (dashboard/kafkastatus.py) and how
+    # Kafka groups: the Burrow-like status (dashboard/kinds/kafka/status.py) and how
     # far behind in time the group is; None for everything else.
     status = (dest.details or {}).get("status") or {}
     behind = ((dest.details or {}).get("extra") or {}).get("lag_seconds") or {}

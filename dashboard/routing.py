@@ -3,9 +3,9 @@
 from django.urls import path, re_path
 
 from dashboard.consumers import LiveConsumer
+from dashboard.kinds.nats.tail import NatsTailConsumer
 from dashboard.sockets import NoSuchSocket
 from dashboard.tail import TailConsumer
-from dashboard.tail_nats import NatsTailConsumer
 
 websocket_urlpatterns = [
     path("ws/live/", LiveConsumer.as_asgi()),

@@ -14,6 +14,8 @@ import dj_database_url
 import django
 from django.core.exceptions import ImproperlyConfigured
 
+from dashboard.kinds import APPS as KIND_APPS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -92,6 +94,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "axes",  # before dashboard: its failure count is up to date when Sluice audits
     "dashboard",
+    # One app per broker kind: its templates, template tags and commands.
+    *KIND_APPS,
 ]
 
 MIDDLEWARE = [

@@ -9,7 +9,7 @@ here owns a reader for as long as its socket is open.
                                                                │ one thread per socket
                                                                ▼
                                                   Reader.start / poll / close
-                                                  (tail_kafka.KafkaReader: a
+                                                  (kinds.kafka.tail.KafkaReader: a
                                                    KafkaConsumer with no group)
 
 A `Reader` hides the broker: `start()` positions it (raising `BrokerError`),
@@ -17,7 +17,7 @@ A `Reader` hides the broker: `start()` positions it (raising `BrokerError`),
 socket's own thread, one after the other, so the event loop never blocks and
 the client is never used from two threads. Another broker's tail subclasses
 `TailConsumer`, naming its page (`template`) and building its reader
-(`make_reader`): NATS does so in dashboard/tail_nats.py, for a core subscription.
+(`make_reader`): NATS does so in dashboard/kinds/nats/tail.py, for a core subscription.
 
 What is pushed: HTML fragments, swapped by htmx's ws extension by id
 (`#tail-rows` gets rows prepended, `#tail-status` the rate once a second,
@@ -118,7 +118,7 @@ class Reader(Protocol):
 
 # Broker kinds with a live tail: their Reader, imported on first use.
 READERS = {
-    "kafka": "dashboard.tail_kafka.KafkaReader",
+    "kafka": "dashboard.kinds.kafka.tail.KafkaReader",
 }
 
 

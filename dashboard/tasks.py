@@ -89,6 +89,6 @@ def run_job(job_id: int) -> None:
 def run_search(search_id: int) -> None:
     # Like run_job: acknowledged on receipt; only a queued search is claimed,
     # so a stray second delivery does nothing.
-    from dashboard import kafka_search
+    from dashboard.kinds.kafka import search as kafka_search
 
     kafka_search.run(search_id)

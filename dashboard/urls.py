@@ -2,19 +2,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard.views import (
-    api,
-    deadletters,
-    jobs,
-    kafka_messages,
-    kafka_offsets,
-    kafka_tail,
-    messages,
-    nats_deadletters,
-    nats_messages,
-    nats_server,
-    pages,
-)
+from dashboard.kinds.kafka.views import messages as kafka_messages
+from dashboard.kinds.kafka.views import offsets as kafka_offsets
+from dashboard.kinds.kafka.views import tail as kafka_tail
+from dashboard.kinds.nats.views import deadletters as nats_deadletters
+from dashboard.kinds.nats.views import messages as nats_messages
+from dashboard.kinds.nats.views import server as nats_server
+from dashboard.views import api, deadletters, jobs, messages, pages
 
 # /brokers/<name>/
 broker_urls = [

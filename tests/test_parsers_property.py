@@ -28,8 +28,8 @@ from brokers.rabbitmq.amqp import RawProperties, encode_properties, json_safe, r
 from brokers.rabbitmq.browse import _message_from_api
 from brokers.rabbitmq.deadletters import history
 from dashboard import deadletters, messageview
-from dashboard.views.kafka_messages import record_json, record_view
-from dashboard.views.nats_messages import msg_json, msg_view
+from dashboard.kinds.kafka.views.messages import record_json, record_view
+from dashboard.kinds.nats.views.messages import msg_json, msg_view
 
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RULES: list[dict[str, Any]] = [

@@ -18,7 +18,7 @@ import pika
 import pytest
 from kafka import KafkaProducer
 
-from dashboard import kafka_search
+from dashboard.kinds.kafka import search as kafka_search
 from dashboard.models import DeadLetterScan, Destination
 from tests.nats.test_messages import raw_publish
 

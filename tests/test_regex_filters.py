@@ -17,7 +17,7 @@ import requests
 from kafka import KafkaProducer
 
 from brokers.kafka.filters import FilterError, compile_filters
-from dashboard import kafka_search
+from dashboard.kinds.kafka import search as kafka_search
 from dashboard.models import Search
 
 pytestmark = pytest.mark.django_db

@@ -19,11 +19,12 @@ from brokers.base import BrokerError
 from brokers.kafka.browse import NotFound
 from brokers.kafka.transfer import as_message, log_range, newest_headers
 from brokers.kafka.transfer import peek as peek_log
-from dashboard import deadletters, jobservice, kafka_jobs, messageview
+from dashboard import deadletters, jobservice, messageview
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.collector import adapter_for
+from dashboard.kinds.kafka import jobs as kafka_jobs
+from dashboard.kinds.kafka.views.messages import open_reader
 from dashboard.models import DeadLetterScan, Destination, Job
-from dashboard.views.kafka_messages import open_reader
 from dashboard.views.messages import find, peek
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import typed

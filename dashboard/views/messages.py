@@ -259,11 +259,11 @@ def _routes(
 def publish(request: HttpRequest, name: str) -> HttpResponse:
     broker = get_broker_or_404(name)
     if broker.kind == "kafka":
-        from dashboard.views import kafka_publish
+        from dashboard.kinds.kafka.views import publish as kafka_publish
 
         return kafka_publish.publish(request, broker)
     if broker.kind == "nats":
-        from dashboard.views import nats_publish
+        from dashboard.kinds.nats.views import publish as nats_publish
 
         return nats_publish.publish(request, name)
     topo = broker.topology or {}
@@ -314,11 +314,11 @@ def api_publish(request: HttpRequest, name: str) -> JsonResponse:
     if broker is None:
         return JsonResponse({"error": f"No broker named {name!r}."}, status=404)
     if broker.kind == "kafka":
-        from dashboard.views import kafka_publish
+        from dashboard.kinds.kafka.views import publish as kafka_publish
 
         return kafka_publish.api_publish(request, broker)
     if broker.kind == "nats":
-        from dashboard.views import nats_publish
+        from dashboard.kinds.nats.views import publish as nats_publish
 
         return nats_publish.api_publish(request, name)
     try:

@@ -11,8 +11,9 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from dashboard import charts, kafkastatus, live, queries
+from dashboard import charts, live, queries
 from dashboard.auth import ADMIN, VIEWER, require_role
+from dashboard.kinds.kafka import status as kafkastatus
 from dashboard.models import AuditEntry, Broker, Destination
 
 
@@ -102,7 +103,7 @@ def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | No
         "limits": (details.get("extra") or {}).get("limits", {}),
         "bindings": bindings,
         "view": live.View("destination", broker=dest.broker.name, destination_id=dest.pk),
-        # Kafka topics and groups: templates/dashboard/kafka/{topic,group}_panel.html.
+        # Kafka topics and groups: dashboard/kinds/kafka/templates/dashboard/kafka/{topic,group}_panel.html.
         "kafka": kafkastatus.panel(dest) if dest.broker.kind == "kafka" else {},
     }
 

@@ -11,8 +11,8 @@ from django.test import Client
 from django.utils import timezone
 from kafka import KafkaProducer
 
-from dashboard import kafka_search
 from dashboard.auth import VIEWER, ensure_user
+from dashboard.kinds.kafka import search as kafka_search
 from dashboard.models import AuditEntry, Search
 
 pytestmark = pytest.mark.django_db

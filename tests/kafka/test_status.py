@@ -18,7 +18,8 @@ import pytest
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
-from dashboard import collector, kafkastatus, queries
+from dashboard import collector, queries
+from dashboard.kinds.kafka import status as kafkastatus
 from dashboard.models import Broker, Destination
 from tests.app_fixtures import STEP, closed_port, collect_at, collect_series
 from tests.kafka_fixtures import joined_consumer

@@ -19,7 +19,7 @@ import requests
 from nats.js.api import ConsumerConfig, StreamConfig
 
 from dashboard import collector
-from dashboard import nats_deadletters as dl
+from dashboard.kinds.nats import deadletters as dl
 from dashboard.models import AuditEntry, Broker
 from tests.app_fixtures import closed_port, wait_for
 from tests.test_permissions import csrf_post

@@ -14,7 +14,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
 from dashboard import collector, jobs, jobservice
-from dashboard import nats_deadletters as dl
+from dashboard.kinds.nats import deadletters as dl
 from dashboard.models import AuditEntry, Job
 from tests.nats.test_deadletters import make_dead_letters
 from tests.test_permissions import csrf_post

@@ -24,11 +24,11 @@ from brokers.kafka.filters import FilterError, Matcher, compile_filters
 from dashboard import messageview
 from dashboard.auth import VIEWER, require_role
 from dashboard.deadletters import text_of
-from dashboard.kafka_search import TOPIC_NAME, kafka_adapter, shown_bytes
+from dashboard.kinds.kafka.search import TOPIC_NAME, kafka_adapter, shown_bytes
+from dashboard.kinds.kafka.views import searches as kafka_searches
+from dashboard.kinds.kafka.views.searches import when
 from dashboard.models import Broker, Destination
-from dashboard.views import kafka_searches
 from dashboard.views.api import error
-from dashboard.views.kafka_searches import when
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import BadInput, whole
 

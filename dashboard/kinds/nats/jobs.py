@@ -26,8 +26,8 @@ from brokers.nats.pipeline import DeadLetterClient
 from brokers.nats.transfer import SequenceTransfer, origin_subject, read_dead_letters
 from brokers.nats.wire import STREAM_NAME, header_problem
 from dashboard import deadletters, jobs
+from dashboard.kinds.nats.deadletters import client_for
 from dashboard.models import Broker, Job
-from dashboard.nats_deadletters import client_for
 
 ACTIONS = ("replay", "move")
 KINDS = {"advisories": "advisories", "stream": "stream"}

@@ -3,7 +3,7 @@
 Reading is open to viewers and changes nothing: advisories come from the
 capture stream and each message from its stream by sequence (direct get),
 never through a consumer. Replay starts as a dry run through the job engine,
-like RabbitMQ and Kafka replays (dashboard.nats_jobs).
+like RabbitMQ and Kafka replays (dashboard.kinds.nats.jobs).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from brokers.nats.client import Missing
 from brokers.nats.deadletters import CaptureStatus, ensure_capture, newest_advisories
 from brokers.nats.transfer import as_message, dead_letter
 from dashboard import deadletters, jobservice
-from dashboard import nats_deadletters as dl
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
+from dashboard.kinds.nats import deadletters as dl
+from dashboard.kinds.nats.views import common as nats_common
 from dashboard.models import Broker, Job
-from dashboard.views import nats_common
 from dashboard.views.api import error
 from dashboard.views.deadletters import edit_context, selection_from_form
 from dashboard.views.params import typed

@@ -19,8 +19,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from brokers import readable
 from brokers.readable import Unreadable
-from dashboard import kafka_search
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
+from dashboard.kinds.kafka import search as kafka_search
 from dashboard.models import Broker, Destination, Search
 from dashboard.views.api import error
 from dashboard.views.pages import get_broker_or_404

@@ -29,8 +29,9 @@ from collections.abc import Mapping
 
 from brokers.base import BrokerError
 from brokers.nats.client import BadSubject, Delivery, NatsClient, check_subject
+from dashboard.kinds.nats.connect import nats_client
+from dashboard.kinds.nats.views.publish import INTERNAL_PREFIXES
 from dashboard.models import Broker
-from dashboard.nats_connect import nats_client
 from dashboard.tail import (
     CHECK_SECONDS,
     CLOSE_BAD_REQUEST,
@@ -41,7 +42,6 @@ from dashboard.tail import (
     TailConsumer,
     _Refused,
 )
-from dashboard.views.nats_publish import INTERNAL_PREFIXES
 
 MAX_PENDING = 50_000  # messages held between two polls (a poll comes every 0.25 s)
 TEMPLATE = "dashboard/nats/tail.html"

@@ -34,16 +34,16 @@ from dashboard.auth import (
     require_role,
 )
 from dashboard.deadletters import text_of
-from dashboard.kafka_search import shown_bytes
-from dashboard.models import Broker
-from dashboard.nats_connect import nats_client
-from dashboard.views.api import error
-from dashboard.views.messages import MAX_BODY, parse_body
-from dashboard.views.nats_common import (
+from dashboard.kinds.kafka.search import shown_bytes
+from dashboard.kinds.nats.connect import nats_client
+from dashboard.kinds.nats.views.common import (
     api_broker,
     get_nats_broker_or_404,
     stream_subjects,
 )
+from dashboard.models import Broker
+from dashboard.views.api import error
+from dashboard.views.messages import MAX_BODY, parse_body
 from dashboard.views.params import BadInput, header_pairs, json_object, typed
 
 # NATS's own subjects: the JetStream API and acks, cluster internals, the system account.

@@ -125,7 +125,7 @@ def _out_of_range(rows: list[list[Any]]) -> str:
 
 
 def panel(dest: Any) -> dict[str, Any]:
-    """What templates/dashboard/kafka/{topic,group}_panel.html show of a Kafka destination."""
+    """What dashboard/kinds/kafka/templates/dashboard/kafka/{topic,group}_panel.html show of a Kafka destination."""
     extra = (dest.details or {}).get("extra") or {}
     if dest.kind == "group":
         return _group_panel(dest, extra)

@@ -1,6 +1,6 @@
 """Resetting a Kafka consumer group's committed offsets: the pages and the JSON API.
 
-The work (dry run, apply, undo, audit) is in `dashboard.kafka_resets`; these
+The work (dry run, apply, undo, audit) is in `dashboard.kinds.kafka.resets`; these
 views parse the request, check the role and show the outcome.
 """
 
@@ -17,8 +17,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from brokers.base import BrokerError
 from brokers.kafka import offsets as ko
-from dashboard import kafka_resets
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
+from dashboard.kinds.kafka import resets as kafka_resets
 from dashboard.models import Broker, Destination, OffsetReset
 from dashboard.views.api import error
 from dashboard.views.pages import get_broker_or_404

@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from dashboard.templatetags.nats_monitor_tags import duration
+from dashboard.kinds.nats.templatetags.nats_monitor_tags import duration
 
 register = template.Library()
 
@@ -26,7 +26,7 @@ def behind(seconds: Any) -> str:
 
 @register.filter
 def badge(status: str) -> str:
-    """The flag class of a group status (dashboard/kafkastatus.py)."""
-    from dashboard.kafkastatus import BADGES
+    """The flag class of a group status (dashboard/kinds/kafka/status.py)."""
+    from dashboard.kinds.kafka.status import BADGES
 
     return BADGES.get(status or "", "")

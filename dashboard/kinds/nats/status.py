@@ -14,7 +14,7 @@ result in `Destination.details["status"]` and in the ranking (`trouble`):
 
 The ack floor's movement is the consumer's out-rate (`brokers/nats/monitor.py`
 makes the ack floor's consumer sequence its out-total), so it is judged from
-stored samples like a Kafka group's commits (dashboard/kafkastatus.py).
+stored samples like a Kafka group's commits (dashboard/kinds/kafka/status.py).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def judge(now: Point, before: list[Point]) -> Status:
 
 
 def consumer_panel(dest: Any) -> dict[str, Any]:
-    """What templates/dashboard/nats/consumer_panel.html shows."""
+    """What dashboard/kinds/nats/templates/dashboard/nats/consumer_panel.html shows."""
     details = dest.details or {}
     status = details.get("status") or {}
     return {
@@ -121,7 +121,7 @@ def consumer_panel(dest: Any) -> dict[str, Any]:
 
 
 def stream_panel(dest: Any) -> dict[str, Any]:
-    """What templates/dashboard/nats/stream_panel.html shows: the stream and its consumers."""
+    """What dashboard/kinds/nats/templates/dashboard/nats/stream_panel.html shows: the stream and its consumers."""
     from dashboard.models import Destination
 
     extra = (dest.details or {}).get("extra") or {}

@@ -3,8 +3,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard import nats_deadletters
 from dashboard.auth import audit
+from dashboard.kinds.nats import deadletters as nats_deadletters
 from dashboard.models import Broker
 
 

@@ -24,18 +24,18 @@ from brokers.nats.client import BadSubject, Missing, StoredMsg, check_subject
 from dashboard import messageview, tail
 from dashboard.auth import VIEWER, require_role
 from dashboard.deadletters import text_of
-from dashboard.kafka_search import shown_bytes
-from dashboard.models import Broker, Destination
-from dashboard.nats_connect import nats_client
-from dashboard.views import nats_publish
-from dashboard.views.api import error
-from dashboard.views.kafka_messages import parse_time
-from dashboard.views.nats_common import (
+from dashboard.kinds.kafka.search import shown_bytes
+from dashboard.kinds.kafka.views.messages import parse_time
+from dashboard.kinds.nats.connect import nats_client
+from dashboard.kinds.nats.views import publish as nats_publish
+from dashboard.kinds.nats.views.common import (
     api_broker,
     get_nats_broker_or_404,
     sentence,
     stream_subjects,
 )
+from dashboard.models import Broker, Destination
+from dashboard.views.api import error
 from dashboard.views.params import BadInput, whole
 
 MAX_COUNT = 200  # messages one read shows

@@ -19,10 +19,10 @@ from brokers.kafka.browse import NotFound, Rejected
 from brokers.kafka.publish import produce
 from dashboard.auth import OPERATOR, audit_publish, forbidden, has_role, publish_failure_audited
 from dashboard.deadletters import text_of
-from dashboard.kafka_search import TOPIC_NAME, kafka_adapter
+from dashboard.kinds.kafka.search import TOPIC_NAME, kafka_adapter
+from dashboard.kinds.kafka.views.messages import open_reader
 from dashboard.models import Broker, Destination
 from dashboard.views.api import error
-from dashboard.views.kafka_messages import open_reader
 from dashboard.views.messages import MAX_BODY, parse_body
 from dashboard.views.params import BadInput, header_pairs, json_object, typed
 

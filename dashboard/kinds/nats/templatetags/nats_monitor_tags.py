@@ -1,4 +1,4 @@
-"""Template helpers for the NATS server, stream and consumer panels (dashboard/natsstatus.py)."""
+"""Template helpers for the NATS server, stream and consumer panels (dashboard/kinds/nats/status.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ register = template.Library()
 
 @register.simple_tag
 def nats_consumer_panel(dest: Any) -> dict[str, Any]:
-    from dashboard.natsstatus import consumer_panel
+    from dashboard.kinds.nats.status import consumer_panel
 
     return consumer_panel(dest)
 
 
 @register.simple_tag
 def nats_stream_panel(dest: Any) -> dict[str, Any]:
-    from dashboard.natsstatus import stream_panel
+    from dashboard.kinds.nats.status import stream_panel
 
     return stream_panel(dest)
 
@@ -27,7 +27,7 @@ def nats_stream_panel(dest: Any) -> dict[str, Any]:
 @register.filter
 def nats_badge(status: str) -> str:
     """The flag class of a consumer status."""
-    from dashboard.natsstatus import BADGES
+    from dashboard.kinds.nats.status import BADGES
 
     return BADGES.get(status or "", "")
 

@@ -26,8 +26,8 @@ from brokers.nats.deadletters import CaptureStatus, ensure_capture, manual_comma
 from brokers.nats.pipeline import DeadLetterClient
 from brokers.nats.transfer import REASON_HEADERS, origin_subject
 from dashboard.deadletters import text_of
+from dashboard.kinds.nats.connect import nats_client
 from dashboard.models import Broker, Destination
-from dashboard.nats_connect import nats_client
 
 log = logging.getLogger(__name__)
 

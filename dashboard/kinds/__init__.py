@@ -1,0 +1,179 @@
+"""Broker kinds on the Django side: one package per kind, behind the `Kind` interface.
+
+Kind-neutral code (the collector, the job service, the pages, the live push)
+asks `kind_of(broker)` and never tests `broker.kind`. Each kind's package holds
+its views and urls, status rules, job routing and checks, dead-letter
+discovery, templates and template tags; it is a Django app (see its apps.py)
+so that Django finds those.
+
+The registry maps short names to dotted paths, imported on first use: loading
+this module imports no kind, so models and settings may read it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest, HttpResponse
+    from django.urls import URLPattern, URLResolver
+
+    from brokers.base import Destination as Dest
+    from brokers.base import Transfer
+    from dashboard.models import Broker, Destination, Job
+
+    Route: TypeAlias = URLPattern | URLResolver
+
+# Short name: (label, the Kind class). The order is the order of the broker form's choices.
+KINDS: dict[str, tuple[str, str]] = {
+    "rabbitmq": ("RabbitMQ", "dashboard.kinds.rabbitmq.kind.RabbitMQ"),
+    "kafka": ("Kafka", "dashboard.kinds.kafka.kind.Kafka"),
+    "nats": ("NATS", "dashboard.kinds.nats.kind.Nats"),
+}
+
+# The kind packages, as Django apps.
+APPS = [dotted.rsplit(".", 2)[0] for _, dotted in KINDS.values()]
+
+
+class UnknownKind(LookupError):
+    pass
+
+
+class Judged:
+    """A destination's status from its kind's rules: shown on its page, ranked in the listing."""
+
+    def __init__(self, status: dict[str, Any], trouble: int) -> None:
+        self.status = status  # stored as details["status"]: status, rule, since...
+        self.trouble = trouble  # 0-3, as Destination.trouble
+
+
+class Kind:
+    """What kind-neutral code may ask of a broker kind. The defaults are "this kind has none"."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    # Status names this kind's rules give a destination in trouble, as shown in listings.
+    status_labels: ClassVar[dict[str, str]] = {}
+    # Parts of a destination's page (templates/dashboard/destination.html); "" for none.
+    actions_template: ClassVar[str] = ""  # the buttons beside its name
+    live_template: ClassVar[str] = ""  # below its figures, pushed live
+    panel_template: ClassVar[str] = ""  # a card of the kind's own, pushed live
+    more_template: ClassVar[str] = ""  # cards below the charts
+    # The live tail's Reader (dashboard/tail.py), as a dotted path; "" for none.
+    tail_reader: ClassVar[str] = ""
+
+    # -- urls ------------------------------------------------------------------
+
+    def broker_urls(self) -> list[Route]:
+        """Pages under /brokers/<name>/."""
+        return []
+
+    def api_urls(self) -> list[Route]:
+        """JSON endpoints under /api/v1/brokers/<name>/."""
+        return []
+
+    def site_urls(self) -> list[Route]:
+        """Pages at the top level (each with its own prefix)."""
+        return []
+
+    # -- collection ------------------------------------------------------------
+
+    def after_collect(self, broker: Broker) -> None:
+        """Anything to do after a successful collection."""
+
+    def status_rules(self, broker: Broker, since: float, now: float) -> Any:
+        """A function judging each collected destination: (Dest, out_rate, now) -> Judged | None.
+
+        None when this kind has no status rules.
+        """
+        return None
+
+    def panel(self, dest: Destination) -> dict[str, Any]:
+        """What `panel_template` shows of `dest`."""
+        return {}
+
+    # -- message jobs ----------------------------------------------------------
+
+    def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+        """The job's fields from request data; jobguard.Invalid saying what is wrong."""
+        raise NotImplementedError
+
+    def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
+        """How many messages the job would take, and where they would go."""
+        raise NotImplementedError
+
+    def router(self, job: Job) -> Any:
+        """The function saying where each message of `job` goes, or None for "keep it"."""
+        raise NotImplementedError
+
+    def transfer_for(self, job: Job) -> Transfer:
+        """The broker session `job` reads its source through."""
+        raise NotImplementedError
+
+    def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
+        """True if the job would take messages off its source for good."""
+        return False
+
+    def is_dead_letter_source(self, broker: Broker, key: str) -> bool:
+        """Whether dead-letter discovery lists `key` as a dead-letter source."""
+        return False
+
+    # -- pages the URL names share across kinds ----------------------------------
+
+    def publish_page(self, request: HttpRequest, broker: Broker) -> HttpResponse:
+        """The page dashboard:publish shows for this kind."""
+        raise NotImplementedError
+
+    def api_publish(self, request: HttpRequest, broker: Broker) -> HttpResponse:
+        """POST /api/v1/brokers/<name>/publish for this kind."""
+        raise NotImplementedError
+
+    def dead_letters(self) -> Any:
+        """The handlers of the dead-letters page (dashboard:deadletters*), or None."""
+        return None
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, KINDS, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+@cache
+def kind_named(name: str) -> Kind:
+    """The Kind registered as `name`; UnknownKind naming the known ones if there is none."""
+    try:
+        dotted = KINDS[name][1]
+    except KeyError:
+        known = ", ".join(sorted(KINDS))
+        raise UnknownKind(
+            f"unknown broker kind {name!r} (known: {known}).{_did_you_mean(name)}"
+        ) from None
+    module, cls = dotted.rsplit(".", 1)
+    kind: Kind = getattr(importlib.import_module(module), cls)()
+    return kind
+
+
+def kind_of(broker: Broker) -> Kind:
+    return kind_named(broker.kind)
+
+
+def all_kinds() -> list[Kind]:
+    return [kind_named(name) for name in KINDS]
+
+
+def status_labels() -> dict[str, str]:
+    """Every kind's status labels, for listings that mix kinds."""
+    return {k: v for kind in all_kinds() for k, v in kind.status_labels.items()}
+
+
+def judge_all(broker: Broker, since: float, now: float) -> Any:
+    """The broker kind's status rules, or a judge that judges nothing."""
+    rules = kind_of(broker).status_rules(broker, since, now)
+    return rules if rules is not None else _no_status
+
+
+def _no_status(dest: Dest, out_rate: float | None, now: float) -> Judged | None:
+    return None
