@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -255,14 +255,103 @@ class Transfer(Protocol):
     def close(self) -> None: ...
 
 
+# -- capabilities -------------------------------------------------------------
+#
+# One small protocol per thing a kind can do. Each adapter class implements
+# those it has and names the others in `lacks`, with the reason; each kind's
+# adapter module binds its class to every protocol it implements, so mypy
+# fails when a kind drifts from one.
+#
+# Sources are Destination keys as the kind's monitor makes them:
+#   RabbitMQ  "<vhost>/<queue>" ("//orders" for vhost "/")
+#   Kafka     "topic/<topic>" (the bare topic name is taken too)
+#   NATS      "stream/<stream>", "stream/<account>/<stream>" (the bare name too)
+# Targets of `send`:
+#   RabbitMQ  "<vhost>/<exchange>" ("//" for the default exchange of vhost "/")
+#   Kafka     the topic, as above
+#   NATS      the subject
+
+CAPABILITIES = ("monitor", "browse", "publish", "transfer", "tail")
+
+
 class Adapter(Protocol):
-    """What the dashboard needs of a broker."""
+    """What the dashboard needs of a broker: monitoring ("monitor")."""
 
     def collect(self, topology: bool = False) -> Snapshot:
         """Read the broker's state; with `topology`, also its exchanges and bindings."""
         ...
 
     def close(self) -> None: ...
+
+
+class Declared(Protocol):
+    """Every adapter class: the capabilities it lacks, each with the reason ({} for none)."""
+
+    lacks: ClassVar[dict[str, str]]
+
+
+class Browse(Protocol):
+    """Reading messages and leaving them where they are ("browse")."""
+
+    def read(self, source: str, limit: int, truncate: int | None = None) -> list[Message]:
+        """Up to `limit` messages from the head of `source` (a key), oldest first, left in place.
+
+        Bodies longer than `truncate` bytes are cut (`Message.truncated`); None: whole.
+        """
+        ...
+
+
+class Publish(Protocol):
+    """Publishing one message, confirmed by the broker ("publish")."""
+
+    def send(
+        self, target: str, body: bytes, key: str = "", headers: dict[str, str] | None = None
+    ) -> Published:
+        """Publish `body` to `target` and wait for the broker's confirmation.
+
+        `key`: RabbitMQ's routing key, Kafka's record key ("" for none); NATS
+        has none and refuses one. Raises BrokerError if it cannot be sent.
+        """
+        ...
+
+
+class Transfers(Protocol):
+    """Moving messages out of a source: read, send confirmed, settle ("transfer")."""
+
+    def open_transfer(self, source: str) -> Transfer:
+        """A `Transfer` session over `source` (a key), from its head to its end when opened.
+
+        Where the source is a log (Kafka, NATS), the session's cursor is kept
+        in memory only: a session to resume after a crash is the kind's own.
+        """
+        ...
+
+
+class TailReader(Protocol):
+    """A live reader of one source, used from one thread: start, poll, close."""
+
+    description: str  # what is read, for the page: "all 3 partitions, from the end"
+
+    def start(self) -> None:
+        """Connect and take position; BrokerError (retryable False: unknown source) if not."""
+        ...
+
+    def poll(self, timeout: float) -> list[Message]:
+        """What arrived since the last call, waiting up to `timeout` s for something."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Tail(Protocol):
+    """Watching what arrives, live, without taking it from anyone ("tail")."""
+
+    def open_tail(self, source: str, last: int = 0) -> TailReader:
+        """A reader (not started) of `source` from its end, or from its `last` N messages.
+
+        `source`: a key, or a subject filter for a subscription such as NATS's core one.
+        """
+        ...
 
 
 # Short names to classes, imported on first use so that importing `brokers`
@@ -306,6 +395,14 @@ def adapter_class(kind: str) -> type:
     module, name = dotted.rsplit(".", 1)
     cls: type = getattr(importlib.import_module(module), name)
     return cls
+
+
+def lacks(kind: str) -> dict[str, str]:
+    """The capabilities `kind` lacks, each with the reason; {} when it has them all."""
+    declared = getattr(adapter_class(kind), "lacks", None)
+    if not isinstance(declared, dict) or not set(declared) <= set(CAPABILITIES):
+        raise TypeError(f"{ADAPTERS[kind]}.lacks must map names of CAPABILITIES to reasons")
+    return dict(declared)
 
 
 def connect(kind: str, options: dict[str, Any], timeout: float = 3.0) -> Adapter:

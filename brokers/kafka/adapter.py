@@ -43,21 +43,30 @@ from __future__ import annotations
 
 import socket
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import kafka.errors as errors
 from kafka import KafkaAdminClient
 
-from brokers.base import BrokerError, Snapshot
+from brokers.base import BrokerError, Message, Published, Snapshot
 from brokers.kafka import internals
 from brokers.kafka.monitor import Monitor
 from brokers.kafka.monitor_wire import DESCRIBE_GROUPS_MAX_VERSION, describe_groups_request
+
+if TYPE_CHECKING:
+    from brokers.kafka.browse import Record
+    from brokers.kafka.transfer import LogTransfer
 
 __all__ = ["DESCRIBE_GROUPS_MAX_VERSION", "Kafka"]
 
 
 class Kafka:
     """A Kafka cluster reached through its bootstrap servers."""
+
+    lacks: ClassVar[dict[str, str]] = {
+        "tail": "the live tail's reader is in the dashboard (dashboard/kinds/kafka/tail.py), "
+        "not in brokers/kafka",
+    }
 
     def __init__(
         self,
@@ -137,6 +146,46 @@ class Kafka:
     def admin(self) -> Any:
         """The shared admin client of this adapter (created on first use); do not close it."""
         return self._admin_client()
+
+    # -- capabilities (brokers.base): sources and targets are topics -------
+
+    def read(self, source: str, limit: int, truncate: int | None = None) -> list[Message]:
+        """Browse: the oldest `limit` records, merged across partitions by time (`TopicReader`)."""
+        from brokers.kafka.browse import TopicReader
+
+        with TopicReader(self, topic_of(source), body_limit=truncate) as reader:
+            page = reader.from_time(0, limit, None, None, limit)
+        return [_message(r) for r in page.records]
+
+    def send(
+        self, target: str, body: bytes, key: str = "", headers: dict[str, str] | None = None
+    ) -> Published:
+        """Publish: one record with acks=all (`produce`); `detail` says where it landed."""
+        from brokers.kafka.publish import produce
+
+        pairs = [(name, value.encode()) for name, value in (headers or {}).items()]
+        got = produce(self, topic_of(target), body, key.encode() if key else None, pairs)
+        return Published(
+            confirmed=True,
+            routed=True,
+            detail={"topic": got.topic, "partition": got.partition, "offset": got.offset},
+        )
+
+    def open_transfer(self, source: str) -> LogTransfer:
+        """Transfers: a `LogTransfer` over the whole topic as it is now, its cursor in memory."""
+        from kafka import KafkaConsumer
+
+        from brokers.kafka.transfer import LogTransfer, log_range
+
+        topic = topic_of(source)
+        consumer = self.client(KafkaConsumer, group_id=None, enable_auto_commit=False)
+        try:
+            ranges = log_range(consumer, topic)
+        except errors.KafkaError as exc:
+            raise self._error(exc) from None
+        finally:
+            consumer.close()
+        return LogTransfer(self, topic, ranges, {}, save=lambda _next: None)
 
     # -- clients ------------------------------------------------------------
 
@@ -236,9 +285,50 @@ class Kafka:
         return "cannot reach " + "; ".join(reasons)
 
 
+def topic_of(key: str) -> str:
+    """The topic of a Destination key ("topic/orders"), or of a bare topic name."""
+    return key.removeprefix("topic/")  # a topic name cannot hold "/"
+
+
+def _message(record: Record) -> Message:
+    """A browsed record as a `Message`, with the fields `transfer.as_message` gives."""
+    from brokers.kafka.transfer import header_value, key_text
+
+    headers: dict[str, Any] = {}
+    for name, raw in record.headers:
+        headers.setdefault(name, header_value(raw))
+    stamped = record.timestamp > 0
+    return Message(
+        body=record.value or b"",
+        id=f"{record.partition}:{record.offset}",
+        exchange=record.topic,
+        routing_key=key_text(record.key),
+        properties={
+            "timestamp": record.timestamp // 1000 if stamped else None,
+            "timestamp_ms": record.timestamp,
+            "partition": record.partition,
+        },
+        headers=headers,
+        position=record.offset,
+        size=record.size,
+        truncated=record.truncated,
+    )
+
+
 def _host_port(server: str) -> tuple[str, int]:
     """'host:port', '[v6]:port' or 'host' (port 9092)."""
     host, sep, port = server.rpartition(":")
     if not sep or not port.isdigit() or (host.count(":") and not host.startswith("[")):
         return server.strip("[]"), 9092
     return host.strip("[]"), int(port)
+
+
+# mypy checks Kafka against each capability it does not list in `lacks`.
+if TYPE_CHECKING:
+    from brokers.base import Adapter, Browse, Declared, Publish, Transfers
+
+    _declared: type[Declared] = Kafka
+    _monitor: type[Adapter] = Kafka
+    _browse: type[Browse] = Kafka
+    _publish: type[Publish] = Kafka
+    _transfer: type[Transfers] = Kafka

@@ -45,12 +45,12 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
 
-from brokers.base import BrokerError, Destination, Node, Snapshot, redact_url
+from brokers.base import BrokerError, Destination, Message, Node, Published, Snapshot, redact_url
 from brokers.nats import monitor_server as server_map
 from brokers.nats.monitor import (
     NatsHealth,
@@ -73,9 +73,17 @@ JSZ_PARAMS = {
 }
 CONNZ_PARAMS = {"limit": str(server_map.CONNZ_LIMIT), "auth": "true"}
 
+if TYPE_CHECKING:
+    from brokers.nats.transfer import SequenceTransfer
+
 
 class Nats:
     """One NATS server seen through its monitoring endpoint."""
+
+    lacks: ClassVar[dict[str, str]] = {
+        "tail": "the live tail's reader is in the dashboard (dashboard/kinds/nats/tail.py, a core "
+        "subscription through NatsClient.subscribe), not in brokers/nats",
+    }
 
     def __init__(
         self,
@@ -92,6 +100,7 @@ class Nats:
         self.user = user
         self.timeout = timeout
         self._token = token  # for the client connection, when there is one
+        self._password = password
         self.session = requests.Session()
         if user is not None and password is not None:
             self.session.auth = (user, password)
@@ -164,6 +173,65 @@ class Nats:
 
     def close(self) -> None:
         self.session.close()
+
+    # -- capabilities (brokers.base): sources are streams, targets subjects --
+
+    def read(self, source: str, limit: int, truncate: int | None = None) -> list[Message]:
+        """Browse: the first `limit` messages of the stream (`StreamBrowser.first`)."""
+        from dataclasses import replace
+
+        from brokers.nats.browse import StreamBrowser
+        from brokers.nats.client import NatsClient
+        from brokers.nats.transfer import as_message
+
+        with NatsClient(self._client_options(), self.timeout, "sluice-browse") as client:
+            page = StreamBrowser(client, stream_of(source), body_limit=truncate).first(limit)
+        return [replace(as_message(m, m.seq), truncated=m.truncated) for m in page.messages]
+
+    def send(
+        self, target: str, body: bytes, key: str = "", headers: dict[str, str] | None = None
+    ) -> Published:
+        """Publish: to the subject `target` through JetStream, waiting for its PubAck."""
+        from brokers.nats.client import NatsClient
+
+        if key:
+            raise BrokerError("NATS messages have no key: the subject is the whole address", False)
+        with NatsClient(self._client_options(), self.timeout, "sluice-publish") as client:
+            ack = client.publish(target, body, list((headers or {}).items()))
+        if ack is None:  # not reached: a JetStream publish answers with a PubAck or raises
+            raise BrokerError(f"no PubAck for {target}")
+        detail = {"stream": ack.stream, "seq": ack.seq, "duplicate": ack.duplicate}
+        return Published(confirmed=True, routed=True, detail=detail)
+
+    def open_transfer(self, source: str) -> SequenceTransfer:
+        """Transfers: a `SequenceTransfer` over the whole stream as it is now, its cursor in memory."""
+        from brokers.nats.pipeline import DeadLetterClient
+        from brokers.nats.transfer import SequenceTransfer
+
+        stream = stream_of(source)
+        client = DeadLetterClient(self._client_options(), self.timeout, "sluice-transfer")
+        try:
+            info = client.info(stream, fresh=True)
+            return SequenceTransfer(
+                client,
+                "stream",
+                stream,
+                end=info.last_seq + 1 if info.messages else info.first_seq,
+                next_seq=info.first_seq,
+                save=lambda _next, _deletes: None,
+                publish_timeout=max(10.0, self.timeout * 3),
+            )
+        except BaseException:
+            client.close()
+            raise
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "user": self.user,
+            "password": self._password,
+            "token": self._token,
+        }
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -255,6 +323,11 @@ class Nats:
             return False
 
 
+def stream_of(key: str) -> str:
+    """The stream of a Destination key ("stream/orders", "stream/ACCOUNT/orders") or a bare name."""
+    return key.rpartition("/")[2]  # a stream name cannot hold "/"
+
+
 def _facts(
     varz: dict[str, Any], jetstream: bool, streams: list[Destination], consumers: list[Destination]
 ) -> dict[str, Any]:
@@ -303,3 +376,14 @@ def _causes(exc: BaseException) -> list[BaseException]:
         ]
         todo += [a for a in e.args if isinstance(a, BaseException)]
     return out
+
+
+# mypy checks Nats against each capability it does not list in `lacks`.
+if TYPE_CHECKING:
+    from brokers.base import Adapter, Browse, Declared, Publish, Transfers
+
+    _declared: type[Declared] = Nats
+    _monitor: type[Adapter] = Nats
+    _browse: type[Browse] = Nats
+    _publish: type[Publish] = Nats
+    _transfer: type[Transfers] = Nats

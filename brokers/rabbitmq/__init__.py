@@ -6,6 +6,7 @@ messages. Options and costs are in `adapter`'s docstring.
 
     adapter      the `RabbitMQ` adapter: overview, nodes, queues, exchanges, bindings
     management   the HTTP session, with every failure as a BrokerError
+    keys         destination keys and publish targets ("<vhost>/<name>") split back
     amqp         the AMQP side's entry points, imported on first use
     wire         connections and channels; codec: properties and field tables
     browse       reading a queue's head (or a stream's offset) and leaving it there

@@ -31,7 +31,7 @@ Cannot:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from brokers.base import (
@@ -47,6 +47,7 @@ from brokers.base import (
     Snapshot,
     Topology,
 )
+from brokers.rabbitmq import keys
 from brokers.rabbitmq.management import ManagementAPI
 
 if TYPE_CHECKING:
@@ -89,6 +90,11 @@ LOWER_WINS = ("message-ttl", "max-length", "max-length-bytes", "delivery-limit")
 
 class RabbitMQ:
     """One RabbitMQ cluster, read through its management API."""
+
+    lacks: ClassVar[dict[str, str]] = {
+        "tail": "not built: no live reader of a RabbitMQ queue or stream exists, "
+        "in brokers/rabbitmq or in the dashboard",
+    }
 
     def __init__(
         self,
@@ -151,6 +157,25 @@ class RabbitMQ:
         from brokers.rabbitmq.amqp import replay_target
 
         return replay_target(message, mode)
+
+    # -- capabilities (brokers.base): sources and targets are "<vhost>/<name>" --
+
+    def read(self, source: str, limit: int, truncate: int | None = None) -> list[Message]:
+        """Browse: `browse` on the queue the key `source` names."""
+        vhost, queue, queue_type = keys.queue(self.api, source)
+        return self.browse(vhost, queue, queue_type, limit, truncate=truncate)
+
+    def send(
+        self, target: str, body: bytes, key: str = "", headers: dict[str, str] | None = None
+    ) -> Published:
+        """Publish: `publish` to the exchange `target` ("<vhost>/<exchange>") with routing key `key`."""
+        vhost, exchange = keys.locate(self.api, target, "exchange", empty_name=True)
+        return self.publish(vhost, exchange, key, body, {}, dict(headers or {}))
+
+    def open_transfer(self, source: str) -> AmqpTransfer:
+        """Transfers: `transfer` on the queue the key `source` names."""
+        vhost, queue, _ = keys.queue(self.api, source)
+        return self.transfer(vhost, queue)
 
     def _amqp(self) -> str:
         """amqp_url with the username and password options, when given, as its credentials."""
@@ -362,3 +387,14 @@ def _rate(obj: dict[str, Any], details: str, missing: float | None) -> float | N
         return missing
     d = ms.get(details)
     return float(d["rate"]) if d and "rate" in d else missing
+
+
+# mypy checks RabbitMQ against each capability it does not list in `lacks`.
+if TYPE_CHECKING:
+    from brokers.base import Adapter, Browse, Declared, Publish, Transfers
+
+    _declared: type[Declared] = RabbitMQ
+    _monitor: type[Adapter] = RabbitMQ
+    _browse: type[Browse] = RabbitMQ
+    _publish: type[Publish] = RabbitMQ
+    _transfer: type[Transfers] = RabbitMQ
