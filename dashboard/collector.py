@@ -22,8 +22,7 @@ from brokers.base import Adapter, BrokerError, Snapshot, connect
 from brokers.base import Destination as Dest
 from dashboard import statuswindow
 from dashboard.config import connect_options
-from dashboard.kinds.kafka import status as kafkastatus
-from dashboard.kinds.nats import status as natsstatus
+from dashboard.kinds import judge_all, kind_of
 from dashboard.models import Broker, Destination, Sample
 
 log = logging.getLogger(__name__)
@@ -70,11 +69,7 @@ def collect(broker: Broker, now: float | None = None) -> bool:
         mark_down(broker, exc.message, now)
         return False
     store(broker, snapshot, now, elapsed=time.monotonic() - started)
-    if broker.kind == "nats":
-        # The advisory capture stream, checked (or created) once per few minutes.
-        from dashboard.kinds.nats.deadletters import check_now_and_then
-
-        check_now_and_then(broker)
+    kind_of(broker).after_collect(broker)
     return True
 
 
@@ -159,11 +154,10 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
     rows_new: list[Destination] = []
     rows_update: list[tuple[Any, ...]] = []
     samples: list[tuple[str, int, int, int, float | None, float | None, int | None]] = []
-    # Kafka groups and NATS consumers get a status judged from their recent
-    # samples (dashboard/kinds/kafka/status.py, dashboard/kinds/nats/status.py).
+    # A kind's status rules judge some destinations from their recent samples
+    # (Kafka groups, NATS consumers: dashboard/kinds/<kind>/status.py).
     since = statuswindow.window_since(now, broker.effective_interval)
-    groups_before = kafkastatus.history(broker, since, now) if broker.kind == "kafka" else {}
-    consumers_before = natsstatus.history(broker, since, now) if broker.kind == "nats" else {}
+    judge = judge_all(broker, since, now)
     for dest in snapshot.destinations:
         prev = existing.pop(dest.key, None)
         dt = now - prev[3].timestamp() if prev else 0.0
@@ -171,18 +165,10 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
         out_rate = _rate(dest.out_rate, dest.out_total, prev[2] if prev else None, dt)
         details = _details(dest)
         rank = trouble(dest.backlog, dest.consumers, dest.kind, in_rate, out_rate)
-        if broker.kind == "kafka" and dest.kind == "group":
-            point = kafkastatus.Point(now, dest.lag or 0, out_rate, dest.consumers)
-            status = kafkastatus.judge(
-                dest.extra, dest.state, point, groups_before.get(dest.key, [])
-            )
-            details["status"] = status.as_dict()
-            rank = max(rank, kafkastatus.TROUBLE[status.status])
-        if broker.kind == "nats" and dest.kind == "consumer":
-            npoint = natsstatus.Point(now, dest.backlog, dest.in_flight, out_rate, dest.consumers)
-            nstatus = natsstatus.judge(npoint, consumers_before.get(dest.key, []))
-            details["status"] = nstatus.as_dict()
-            rank = max(rank, natsstatus.TROUBLE[nstatus.status])
+        judged = judge(dest, out_rate, now)
+        if judged is not None:
+            details["status"] = judged.status
+            rank = max(rank, judged.trouble)
         values = {
             "name": dest.name,
             "vhost": dest.vhost,

@@ -8,7 +8,6 @@ trio. These functions read them; they touch no broker.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -249,47 +248,8 @@ def patterns() -> list[str]:
     return [p.strip() for p in settings.SLUICE_DLQ_PATTERNS.split(",") if p.strip()]
 
 
-def kafka_patterns() -> list[str]:
-    return [p.strip() for p in settings.SLUICE_KAFKA_DLQ_PATTERNS.split(",") if p.strip()]
-
-
 def origin_headers() -> tuple[str, ...]:
     return tuple(h.strip() for h in settings.SLUICE_KAFKA_ORIGIN_HEADERS.split(",") if h.strip())
-
-
-def find_dead_letter_topics(
-    broker: Any, scans: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """A Kafka cluster's dead-letter topics, each with why Sluice thinks so.
-
-    Two routes: a name matching SLUICE_KAFKA_DLQ_PATTERNS, and records that
-    carry an origin-topic header (SLUICE_KAFKA_ORIGIN_HEADERS), as seen by the
-    last look at the topic or by the last header check of every topic.
-    """
-    from django.core.cache import cache
-
-    from dashboard.models import Destination
-
-    topics = Destination.objects.filter(broker=broker, kind="topic", gone_since__isnull=True)
-    by_header: dict[str, str] = cache.get(header_check_key(broker)) or {}
-    scanned = latest_scans(broker) if scans is None else scans
-    found = []
-    for t in topics.order_by("name"):
-        why = []
-        pattern = next((p for p in kafka_patterns() if fnmatch.fnmatchcase(t.name, p)), None)
-        if pattern:
-            why.append(f"name matches {pattern!r}")
-        header = by_header.get(t.name)
-        if header is None and t.key in scanned:
-            header = next(
-                (h for m in scanned[t.key].messages for h in origin_headers() if h in m["headers"]),
-                None,
-            )
-        if header:
-            why.append(f"its records carry {header!r}")
-        if why:
-            found.append({"queue": t, "why": why})
-    return found
 
 
 def latest_scans(broker: Any) -> dict[str, Any]:
@@ -300,57 +260,6 @@ def latest_scans(broker: Any) -> dict[str, Any]:
     for scan in DeadLetterScan.objects.filter(broker=broker).order_by("-at")[:500]:
         scans.setdefault(scan.queue, scan)
     return scans
-
-
-def header_check_key(broker: Any) -> str:
-    return f"sluice:kafka-dlt-headers:{broker.pk}"
-
-
-def find_dlqs(broker: Any, scans: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The broker's dead-letter queues (Kafka: topics), each with why Sluice thinks so.
-
-    `scans`: the latest looks (`latest_scans`) when the caller has them already.
-
-    Two routes: a queue bound to an exchange that some queue's arguments or
-    policy name as its dead-letter exchange, and a name matching a pattern.
-    """
-    from dashboard.models import Destination
-
-    if broker.kind == "kafka":
-        return find_dead_letter_topics(broker, scans)
-
-    queues = list(
-        Destination.objects.filter(
-            broker=broker, kind__in=("queue", "stream"), gone_since__isnull=True
-        )
-    )
-    dlx_users: dict[tuple[str, str], list[str]] = {}
-    for q in queues:
-        limit = ((q.details or {}).get("extra") or {}).get("limits", {}).get("dead-letter-exchange")
-        if limit and limit.get("value") is not None:
-            dlx_users.setdefault((q.vhost, str(limit["value"])), []).append(q.name)
-    bound: dict[tuple[str, str], list[str]] = {}
-    for b in (broker.topology or {}).get("bindings", []):
-        key = (b.get("vhost", ""), b.get("source", ""))
-        if b.get("destination_type") == "queue" and key in dlx_users:
-            bound.setdefault((b.get("vhost", ""), b.get("destination", "")), []).append(
-                b.get("source", "")
-            )
-    found = []
-    for q in queues:
-        why = []
-        for exchange in sorted(set(bound.get((q.vhost, q.name), []))):
-            users = dlx_users[(q.vhost, exchange)]
-            why.append(
-                f"bound to {exchange!r}, the dead-letter exchange of {', '.join(sorted(users)[:3])}"
-                + (f" and {len(users) - 3} more" if len(users) > 3 else "")
-            )
-        pattern = next((p for p in patterns() if fnmatch.fnmatchcase(q.name, p)), None)
-        if pattern:
-            why.append(f"name matches {pattern!r}")
-        if why:
-            found.append({"queue": q, "why": why})
-    return found
 
 
 def summary(message: Message, header: str = "") -> dict[str, Any]:

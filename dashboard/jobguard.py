@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from dashboard.auth import ADMIN, has_role
-from dashboard.models import Broker, Destination
+from dashboard.kinds import kind_of
+from dashboard.models import Broker
 
 
 class Invalid(ValueError):
@@ -41,13 +42,7 @@ class NeedsConfirmation(Invalid):
 
 def removes_originals(broker: Broker, fields: dict[str, Any]) -> bool:
     """True if the job would take messages off its source for good."""
-    if broker.kind == "kafka":
-        return False  # a topic keeps its records until retention removes them
-    if broker.kind == "nats":
-        return bool(fields["target"].get("delete_original"))
-    source = Destination.objects.filter(broker=broker, key=fields["source"]).first()
-    # A stream is read from an offset; acknowledging a read removes nothing.
-    return source is None or source.type != "stream"
+    return kind_of(broker).removes_originals(broker, fields)
 
 
 def confirm_text(fields: dict[str, Any], preview: dict[str, Any]) -> str:
@@ -57,16 +52,7 @@ def confirm_text(fields: dict[str, Any], preview: dict[str, Any]) -> str:
 
 def is_dead_letter_source(broker: Broker, key: str) -> bool:
     """Whether dead-letter discovery (the dead-letters pages) lists `key` as a dead-letter source."""
-    if broker.kind == "nats":
-        from dashboard.kinds.nats.deadletters import dead_letter_streams
-
-        # A job reading the advisory capture stream reads dead letters by definition.
-        return key.startswith("advisories/") or any(
-            f"stream/{found['stream'].name}" == key for found in dead_letter_streams(broker)
-        )
-    from dashboard.deadletters import find_dlqs
-
-    return any(found["queue"].key == key for found in find_dlqs(broker))
+    return kind_of(broker).is_dead_letter_source(broker, key)
 
 
 def check_role(user: Any, broker: Broker, fields: dict[str, Any]) -> None:

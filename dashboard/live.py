@@ -22,6 +22,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.template.loader import render_to_string
 
+from dashboard.kinds import kind_of
 from dashboard.queries import Listing
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ def render(view: View) -> str:
 
         broker = Broker.objects.filter(name=view.broker).first()
         if broker is not None:
-            html += render_to_string("dashboard/broker.html#panel", {"broker": broker})
+            html += render_to_string(
+                "dashboard/broker.html#panel", {"broker": broker, "kind": kind_of(broker)}
+            )
     return html
 
 

@@ -12,12 +12,12 @@ from django.db import models
 from django.utils import timezone
 
 from brokers.base import OPTIONS, redact_options
-from dashboard.kinds.kafka.status import LABELS as KAFKA_STATUS_LABELS
-from dashboard.kinds.nats.status import LABELS as NATS_STATUS_LABELS
+from dashboard.kinds import KINDS as REGISTERED
+from dashboard.kinds import status_labels
 
 
 class Broker(models.Model):
-    KINDS = [("rabbitmq", "RabbitMQ"), ("kafka", "Kafka"), ("nats", "NATS")]
+    KINDS = [(name, label) for name, (label, _) in REGISTERED.items()]
     STATUS_UNKNOWN, STATUS_UP, STATUS_DOWN = "unknown", "up", "down"
 
     name = models.SlugField(max_length=64, unique=True, help_text="Letters, digits, - and _.")
@@ -107,15 +107,15 @@ class Destination(models.Model):
 
     # 3: a Kafka group in ERROR (dashboard/kinds/kafka/status.py); RabbitMQ never gets it.
     TROUBLE_LABELS = {3: "error", 2: "growing", 1: "no consumers", 0: ""}
-    # A Kafka group's or NATS consumer's status, where it names the trouble (the names differ).
-    STATUS_LABELS = {**KAFKA_STATUS_LABELS, **NATS_STATUS_LABELS}
 
     @property
     def trouble_label(self) -> str:
-        # A Kafka group's status names its trouble better than the generic label.
+        # A status from the kind's rules (a Kafka group's, a NATS consumer's) names
+        # its trouble better than the generic label.
         status = (self.details or {}).get("status") or {}
-        if self.trouble and status.get("status") in self.STATUS_LABELS:
-            return self.STATUS_LABELS[status["status"]]
+        labels = status_labels()
+        if self.trouble and status.get("status") in labels:
+            return labels[status["status"]]
         return self.TROUBLE_LABELS.get(self.trouble, "")
 
 

@@ -284,7 +284,7 @@ SLUICE_PEEK_LIMIT = env_int("SLUICE_PEEK_LIMIT", 1000, minimum=1)
 SLUICE_ADMIN_ENV_ALLOWLIST = env_list("SLUICE_ADMIN_ENV_ALLOWLIST", "")
 # Bodies longer than this are shown truncated, with a download of the whole.
 SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)
-# The publish form and API take bodies up to 16 MiB (views.messages.MAX_BODY), a
+# The publish form and API take bodies up to 16 MiB (views.params.MAX_BODY), a
 # third more as base64; Django's 2.5 MB default would refuse them with a bare 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 24 * 1024 * 1024
 # A running job whose worker has not reported for this long is shown as interrupted, and can be resumed.

@@ -55,6 +55,7 @@ from django.template.loader import render_to_string
 
 from brokers import readable
 from brokers.base import BrokerError
+from dashboard.kinds import kind_of
 from dashboard.sockets import GuardedSocket
 
 MAX_ROWS = 500  # rows the page keeps
@@ -116,14 +117,9 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
-# Broker kinds with a live tail: their Reader, imported on first use.
-READERS = {
-    "kafka": "dashboard.kinds.kafka.tail.KafkaReader",
-}
-
-
-def reader_class(kind: str) -> Callable[[Any, str, int | None, int], Reader]:
-    module, name = READERS[kind].rsplit(".", 1)
+def reader_class(dotted: str) -> Callable[[Any, str, int | None, int], Reader]:
+    """A kind's Reader (`Kind.tail_reader`), imported on first use."""
+    module, name = dotted.rsplit(".", 1)
     cls: Callable[[Any, str, int | None, int], Reader] = getattr(
         importlib.import_module(module), name
     )
@@ -444,7 +440,8 @@ def _reader_for(broker_name: str, topic: str, query: Mapping[str, str]) -> Reade
     broker = Broker.objects.filter(name=broker_name, enabled=True).first()
     if broker is None:
         raise _Refused(f"There is no broker {broker_name!r}.", CLOSE_NOT_FOUND)
-    if broker.kind not in READERS:
+    dotted = kind_of(broker).tail_reader
+    if not dotted:
         raise _Refused(f"A live tail is not available for {broker.kind} brokers.", CLOSE_NOT_FOUND)
     if not TOPIC_NAME.fullmatch(topic):
         raise _Refused(f"{topic!r} is not a valid topic name.", CLOSE_BAD_REQUEST)
@@ -456,4 +453,4 @@ def _reader_for(broker_name: str, topic: str, query: Mapping[str, str]) -> Reade
         adapter = adapter_for(broker)
     except BrokerError as exc:  # a ${VAR} in its options that is not set
         raise _Refused(exc.message, CLOSE_TRY_LATER if exc.retryable else CLOSE_NOT_FOUND) from None
-    return reader_class(broker.kind)(adapter, topic, partition, last)
+    return reader_class(dotted)(adapter, topic, partition, last)

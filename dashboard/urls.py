@@ -2,36 +2,20 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard.kinds.kafka.views import messages as kafka_messages
-from dashboard.kinds.kafka.views import offsets as kafka_offsets
-from dashboard.kinds.kafka.views import tail as kafka_tail
-from dashboard.kinds.nats.views import deadletters as nats_deadletters
-from dashboard.kinds.nats.views import messages as nats_messages
-from dashboard.kinds.nats.views import server as nats_server
-from dashboard.views import api, deadletters, jobs, messages, pages
+from dashboard.kinds import all_kinds
+from dashboard.views import api, deadletters, jobs, pages, publish
 
 # /brokers/<name>/
 broker_urls = [
     path("", pages.broker_detail, name="broker-detail"),
-    path("exchanges/", pages.exchanges, name="exchanges"),
-    # The key is one URL-encoded segment ("%2F%2Forders"), decoded by Django.
     path("d/<path:key>", pages.destination_detail, name="destination-detail"),
-    path("messages/<path:key>", messages.browse, name="messages"),
-    path("body/<path:key>", messages.body, name="message-body"),
-    path("publish/", messages.publish, name="publish"),
+    path("publish/", publish.publish, name="publish"),
     path("dead-letters/", deadletters.index, name="deadletters"),
     path("dead-letters/scan", deadletters.scan, name="deadletters-scan"),
     path("dead-letters/act", deadletters.act, name="deadletters-act"),
     path("dead-letters/edit", deadletters.edit, name="deadletters-edit"),
-    path("dead-letters/headers", deadletters.check_headers, name="deadletters-headers"),
-    # Kafka: topics' messages, live tail, consumer-group offsets.
-    *kafka_messages.urlpatterns,
-    *kafka_tail.urlpatterns,
-    *kafka_offsets.urlpatterns,
-    # NATS: server details, subjects and streams' messages, JetStream dead letters.
-    *nats_server.urlpatterns,
-    *nats_messages.urlpatterns,
-    *nats_deadletters.urlpatterns,
+    # Each kind's own pages (dashboard/kinds/<kind>/urls.py).
+    *(route for kind in all_kinds() for route in kind.broker_urls()),
 ]
 
 # /jobs/
@@ -51,14 +35,8 @@ api_urls = [
         name="api-history",
     ),
     path("brokers/<str:name>/destinations/<path:key>", api.destination, name="api-destination"),
-    path("brokers/<str:name>/publish", messages.api_publish, name="api-publish"),
-    path("brokers/<str:name>/routes", messages.api_routes, name="api-routes"),
-    path("brokers/<str:name>/", include(kafka_messages.api_urlpatterns)),
-    path("brokers/<str:name>/", include(kafka_tail.api_urlpatterns)),
-    path("brokers/<str:name>/", include(kafka_offsets.api_urlpatterns)),
-    path("brokers/<str:name>/", include(nats_server.api_urlpatterns)),
-    path("brokers/<str:name>/", include(nats_messages.api_urlpatterns)),
-    path("brokers/<str:name>/", include(nats_deadletters.api_urlpatterns)),
+    path("brokers/<str:name>/publish", publish.api_publish, name="api-publish"),
+    *(path("brokers/<str:name>/", include(kind.api_urls())) for kind in all_kinds()),
     path("jobs", jobs.api_jobs, name="api-jobs"),
     path("jobs/<str:job_id>", jobs.api_job, name="api-job"),
     path("jobs/<str:job_id>/<str:verb>", jobs.api_job_control, name="api-job-control"),
@@ -68,7 +46,7 @@ dashboard_urls = [
     path("", pages.overview, name="overview"),
     path("brokers/<str:name>/", include(broker_urls)),
     path("jobs/", include(job_urls)),
-    path("searches/", include(kafka_messages.search_urlpatterns)),
+    *(route for kind in all_kinds() for route in kind.site_urls()),
     path("audit/", pages.audit_log, name="audit"),
     path("audit/export.csv", pages.audit_export, name="audit-export"),
     path("api/v1/", include(api_urls)),

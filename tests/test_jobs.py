@@ -369,7 +369,7 @@ def test_dying_after_the_record_and_before_the_ack_finishes_the_pass_on_resume(
                 raise BrokerError("connection lost (simulated)")
             return real_settle(messages)
 
-        transfer.settle = settle
+        transfer.settle = settle  # type: ignore[method-assign]
         return transfer
 
     job = jobs.run(job.pk, dying_transfer, jobservice.router)

@@ -9,6 +9,7 @@ import pika
 import pytest
 
 from dashboard import deadletters
+from dashboard.kinds.rabbitmq import deadletters as rabbit_deadletters
 from dashboard.models import AuditEntry, Broker, Destination
 
 pytestmark = pytest.mark.django_db
@@ -149,7 +150,7 @@ def test_dead_letter_queues_are_found_by_their_binding_alone(db):
     Destination.objects.create(
         broker=broker, kind="queue", key="//audit.dlq", name="audit.dlq", vhost="/"
     )
-    found = {f["queue"].name: f["why"] for f in deadletters.find_dlqs(broker)}
+    found = {f["queue"].name: f["why"] for f in rabbit_deadletters.find(broker)}
     assert set(found) == {"parking", "audit.dlq"}
     assert "dead-letter exchange of orders" in found["parking"][0]
     assert "matches" in found["audit.dlq"][0]

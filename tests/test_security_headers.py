@@ -157,11 +157,19 @@ def test_daphne_answers_a_climb_out_of_static_with_404(stack):
 # -- no inline script or style for the CSP to refuse ----------------------------------------
 
 
+# The project's templates and each broker kind's (dashboard/kinds/<kind>/templates/).
+TEMPLATES = [
+    *(ROOT / "templates").rglob("*.html"),
+    *(ROOT / "dashboard").glob("**/templates/**/*.html"),
+]
+
+
 def test_templates_carry_no_inline_style_or_script():
+    assert any("kinds" in path.parts for path in TEMPLATES)
     inline = re.compile(r'\sstyle="|<style|<script(?![^>]*\ssrc=)|\son[a-z]+="|javascript:', re.I)
     found = [
         f"{path.relative_to(ROOT)}: {m.group(0)!r}"
-        for path in (ROOT / "templates").rglob("*.html")
+        for path in TEMPLATES
         for m in inline.finditer(path.read_text())
     ]
     assert found == []

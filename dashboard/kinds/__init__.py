@@ -62,6 +62,15 @@ class Kind:
     live_template: ClassVar[str] = ""  # below its figures, pushed live
     panel_template: ClassVar[str] = ""  # a card of the kind's own, pushed live
     more_template: ClassVar[str] = ""  # cards below the charts
+    # Parts of a broker's page (templates/dashboard/broker.html).
+    broker_actions_template: ClassVar[str] = ""  # the buttons beside its name
+    broker_panel_template: ClassVar[str] = ""  # a card of the kind's own, pushed live
+    # The dead-letter edit page (templates/dashboard/deadletter_edit.html).
+    edit_target_template: ClassVar[str] = ""  # fields saying where the copy goes
+    edit_note_template: ClassVar[str] = ""  # what else the kind refuses in an edit
+    x_headers_owner: ClassVar[str] = "the broker"  # who writes the x- headers it keeps
+    # The URL name of the page listing its dead letters, under /brokers/<name>/.
+    dead_letters_page: ClassVar[str] = "dashboard:deadletters"
     # The live tail's Reader (dashboard/tail.py), as a dotted path; "" for none.
     tail_reader: ClassVar[str] = ""
 
@@ -164,6 +173,7 @@ def all_kinds() -> list[Kind]:
     return [kind_named(name) for name in KINDS]
 
 
+@cache
 def status_labels() -> dict[str, str]:
     """Every kind's status labels, for listings that mix kinds."""
     return {k: v for kind in all_kinds() for k, v in kind.status_labels.items()}

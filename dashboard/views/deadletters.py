@@ -1,186 +1,141 @@
-"""The dead-letters page: every dead-letter queue of a broker, what is in it, and what to do with it."""
+"""The dead-letters page: every dead-letter source of a broker, what is in it, and what to do with it.
+
+The page is one for every kind that has one; what differs (which sources are
+dead-letter ones, how to look at them, the action form's fields, the words)
+comes from the kind's `DeadLetterPage`.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from django.conf import settings
 from django.contrib import messages as flash
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from kafka import KafkaConsumer
 
-from brokers.base import BrokerError
-from brokers.kafka.browse import NotFound
-from brokers.kafka.transfer import as_message, log_range, newest_headers
-from brokers.kafka.transfer import peek as peek_log
+from brokers.base import BrokerError, Message
 from dashboard import deadletters, jobservice, messageview
-from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
-from dashboard.collector import adapter_for
-from dashboard.kinds.kafka import jobs as kafka_jobs
-from dashboard.kinds.kafka.views.messages import open_reader
-from dashboard.models import DeadLetterScan, Destination, Job
-from dashboard.views.messages import find, peek
+from dashboard.auth import OPERATOR, VIEWER, has_role, require_role
+from dashboard.kinds import kind_of
+from dashboard.models import Broker, Destination, Job
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import typed
+
+
+class DeadLetterPage(Protocol):
+    """What the page asks of a kind (dashboard/kinds/<kind>/views/deadletters.py)."""
+
+    about_template: ClassVar[str]  # what counts as a dead-letter source here
+    note_template: ClassVar[str]  # what looking at and replaying a source does
+    form_template: ClassVar[str]  # the action form's fields
+    terms: ClassVar[dict[str, str]]  # the words for its sources and columns
+    group_names: ClassVar[dict[str, str]]  # what a look's messages may be grouped by
+    gone: ClassVar[str]  # where a message to edit was looked for
+    errors: ClassVar[tuple[type[Exception], ...]]  # its own bad-input errors
+
+    def about(self) -> dict[str, Any]:
+        """What about_template shows: the patterns and headers discovery goes by."""
+        ...
+
+    def find(self, broker: Broker, scans: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def count(self, dest: Destination) -> int | None: ...
+
+    def look(self, dest: Destination, can_operate: bool) -> str: ...
+
+    def scan(self, request: HttpRequest, broker: Broker, key: str) -> HttpResponse: ...
+
+    def job_fields(self, post: Any, data: dict[str, Any]) -> None: ...
+
+    def to_edit(
+        self, request: HttpRequest, broker: Broker
+    ) -> tuple[Destination, Message | None]: ...
+
+    def edit_hidden(self, message: Message) -> dict[str, str]: ...
+
+
+def _page(broker: Broker) -> DeadLetterPage | None:
+    page: DeadLetterPage | None = kind_of(broker).dead_letters()
+    return page
+
+
+def _elsewhere(broker: Broker) -> HttpResponse:
+    """A kind whose dead letters have a page of their own."""
+    return redirect(kind_of(broker).dead_letters_page, name=broker.name)
 
 
 @require_GET
 @require_role(VIEWER)
 def index(request: HttpRequest, name: str) -> HttpResponse:
     broker = get_broker_or_404(name)
+    page = _page(broker)
+    if page is None:
+        return _elsewhere(broker)
     by = request.GET.get("by", "reason")
-    if by not in (*deadletters.GROUPS, "header"):
+    if by not in (*page.group_names, "header"):
         by = "reason"
     header = request.GET.get("header", "").strip()[:128]
     scans = deadletters.latest_scans(broker)
-    rows = []
-    for found in deadletters.find_dlqs(broker, scans):
-        queue = found["queue"]
-        scan = scans.get(queue.key)
-        msgs = scan.messages if scan else []
-        # Times out of range (a scan stores what the broker said) show on their own row.
-        moments = [t for m in msgs if isinstance(t := deadletters.when(m.get("time")), datetime)]
-        rows.append(
-            {
-                "queue": queue,
-                "why": found["why"],
-                "scan": scan,
-                "oldest": min(moments, default=None),
-                "newest": max(moments, default=None),
-                "groups": deadletters.groups(msgs, by, header) if msgs else [],
-            }
-        )
+    can_operate = has_role(request.user, OPERATOR)
+    rows = [_row(page, found, scans, by, header, can_operate) for found in page.find(broker, scans)]
     selected = request.GET.get("queue")
     current = next(
         (r for r in rows if r["queue"].key == selected), rows[0] if len(rows) == 1 else None
     )
-    if broker.kind == "kafka":
-        for r in rows:
-            r["records"] = ((r["queue"].details or {}).get("extra") or {}).get("messages")
     ctx = {
         "broker": broker,
-        "kafka": broker.kind == "kafka",
-        "kafka_patterns": deadletters.kafka_patterns(),
-        "origin_headers": deadletters.origin_headers(),
+        "dl": page,
+        "about": page.about(),
         "rows": rows,
         "by": by,
         "header": header,
-        "group_names": deadletters.GROUPS
-        if broker.kind != "kafka"
-        else {"reason": "reason", "queue": "original topic", "routing_key": "key"},
+        "group_names": page.group_names,
         "current": current,
-        "patterns": deadletters.patterns(),
         "jobs": Job.objects.filter(broker=broker).exclude(state=Job.PREVIEW)[:10],
         "peek_limit": settings.SLUICE_PEEK_LIMIT,
     }
     return render(request, "dashboard/deadletters.html", ctx)
 
 
+def _row(
+    page: DeadLetterPage,
+    found: dict[str, Any],
+    scans: dict[str, Any],
+    by: str,
+    header: str,
+    can_operate: bool,
+) -> dict[str, Any]:
+    queue = found["queue"]
+    scan = scans.get(queue.key)
+    msgs = scan.messages if scan else []
+    # Times out of range (a scan stores what the broker said) show on their own row.
+    moments = [t for m in msgs if isinstance(t := deadletters.when(m.get("time")), datetime)]
+    return {
+        "queue": queue,
+        "why": found["why"],
+        "scan": scan,
+        "count": page.count(queue),
+        "look": page.look(queue, can_operate),
+        "oldest": min(moments, default=None),
+        "newest": max(moments, default=None),
+        "groups": deadletters.groups(msgs, by, header) if msgs else [],
+    }
+
+
 @require_POST
 @require_role(VIEWER)
 def scan(request: HttpRequest, name: str) -> HttpResponse:
-    """Look at a dead-letter queue's head and keep a summary for grouping and picking."""
+    """Look at a dead-letter source and keep a summary for grouping and picking."""
     broker = get_broker_or_404(name)
-    key = request.POST.get("queue", "")
-    if broker.kind == "kafka":
-        return _scan_topic(request, broker, key)
-    try:
-        dest = jobservice.source_of(broker, key)
-    except jobservice.Invalid as exc:
-        flash.error(request, str(exc))
-        return redirect("dashboard:deadletters", name=broker.name)
-    if dest.type != "stream" and not has_role(request.user, OPERATOR):
-        return forbidden(request, OPERATOR)
-    try:
-        offset = 0 if dest.type == "stream" else None
-        got = peek(
-            request.user, broker, dest, settings.SLUICE_PEEK_LIMIT, offset, 4096, "deadletters.scan"
-        )
-    except BrokerError as exc:
-        flash.error(request, f"Could not read {dest.name}: {exc}")
-        return redirect(f"{reverse('dashboard:deadletters', args=[broker.name])}?queue={key}")
-    DeadLetterScan.objects.create(
-        broker=broker,
-        queue=dest.key,
-        by=request.user.get_username(),
-        length=dest.backlog,
-        messages=[deadletters.summary(m) for m in got],
-    )
-    return redirect(f"{reverse('dashboard:deadletters', args=[broker.name])}?queue={key}")
-
-
-def _scan_topic(request: HttpRequest, broker: Any, key: str) -> HttpResponse:
-    """Read the newest records of a Kafka topic: a log is read without side effects."""
-    back = f"{reverse('dashboard:deadletters', args=[broker.name])}?queue={key}"
-    try:
-        dest = kafka_jobs.topic_of(broker, key)
-        adapter = adapter_for(broker)
-        consumer = adapter.client(KafkaConsumer, group_id=None, enable_auto_commit=False)  # type: ignore[attr-defined]
-        try:
-            ranges = log_range(consumer, dest.name)
-        finally:
-            consumer.close()
-        per = max(1, settings.SLUICE_PEEK_LIMIT // max(1, len(ranges)))
-        newest = {p: (max(lo, hi - per), hi) for p, (lo, hi) in ranges.items()}
-        got = peek_log(adapter, dest.name, newest, settings.SLUICE_PEEK_LIMIT)
-    except (kafka_jobs.Invalid, BrokerError) as exc:
-        flash.error(request, f"Could not read {key.removeprefix('topic/')}: {exc}")
-        return redirect(back)
-    DeadLetterScan.objects.create(
-        broker=broker,
-        queue=dest.key,
-        by=request.user.get_username(),
-        length=sum(hi - lo for lo, hi in ranges.values()),
-        messages=[deadletters.summary(m) for m in got],
-    )
-    return redirect(back)
-
-
-@require_POST
-@require_role(VIEWER)
-def check_headers(request: HttpRequest, name: str) -> HttpResponse:
-    """Look at the newest record of every Kafka topic for an origin-topic header."""
-    broker = get_broker_or_404(name)
-    back = redirect("dashboard:deadletters", name=broker.name)
-    if broker.kind != "kafka":
-        flash.error(request, "Header checks are for Kafka topics.")
-        return back
-    names = list(
-        Destination.objects.filter(broker=broker, kind="topic", gone_since__isnull=True)
-        .order_by("name")
-        .values_list("name", flat=True)[:2000]
-    )
-    try:
-        found = newest_headers(adapter_for(broker), names, deadletters.origin_headers())
-    except BrokerError as exc:
-        flash.error(request, f"Could not check the topics: {exc}")
-        return back
-    cache.set(deadletters.header_check_key(broker), found, 24 * 3600)
-    flash.info(
-        request,
-        f"Checked the newest records of {len(names)} topics: {len(found)} carry an origin header.",
-    )
-    return back
-
-
-def _kafka_ranges(post: Any) -> list[dict[str, int]]:
-    """One partition's offset range from the form (offsets inclusive), or none."""
-    if post.get("r_partition", "") == "":
-        return []
-    try:
-        item = {"partition": int(post["r_partition"])}
-        for field in ("from", "to"):
-            if post.get(f"r_{field}", "") != "":
-                item[field] = int(post[f"r_{field}"])
-    except ValueError:
-        raise jobservice.Invalid("partition and offsets must be whole numbers") from None
-    return [item]
+    page = _page(broker)
+    if page is None:
+        return _elsewhere(broker)
+    return page.scan(request, broker, request.POST.get("queue", ""))
 
 
 def selection_from_form(post: Any, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -214,6 +169,9 @@ def selection_from_form(post: Any, fields: tuple[str, ...]) -> dict[str, Any]:
 def act(request: HttpRequest, name: str) -> HttpResponse:
     """Every action starts as a dry run; its page asks for confirmation."""
     broker = get_broker_or_404(name)
+    page = _page(broker)
+    if page is None:
+        return _elsewhere(broker)
     post = request.POST
     try:
         data: dict[str, Any] = {
@@ -228,18 +186,7 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
         }
         if post.get("rate"):
             data["rate"] = float(post["rate"])
-        if broker.kind == "kafka":
-            data["ranges"] = _kafka_ranges(post)
-            if post.get("to_topic"):
-                data["destination"] = post["to_topic"]
-        elif data["action"] == "move":
-            if post.get("to_queue"):
-                data["destination"] = {"queue": post["to_queue"]}
-            else:
-                data["destination"] = {
-                    "exchange": post.get("to_exchange", ""),
-                    "routing_key": post.get("to_routing_key", ""),
-                }
+        page.job_fields(post, data)
         if post.get("edit_id"):
             data["edit"] = deadletters.edit_from_form(typed(post, "edit_body"))
             data["selection"] = {"ids": [post["edit_id"]]}
@@ -257,37 +204,27 @@ def act(request: HttpRequest, name: str) -> HttpResponse:
 def edit(request: HttpRequest, name: str) -> HttpResponse:
     """Fetch one dead letter whole, to edit its body and headers before replaying it."""
     broker = get_broker_or_404(name)
+    page = _page(broker)
+    if page is None:
+        return _elsewhere(broker)
     back = f"{reverse('dashboard:deadletters', args=[broker.name])}?queue="
+    refused: tuple[type[Exception], ...] = (jobservice.Invalid, BrokerError, *page.errors)
     try:
-        if broker.kind == "kafka":
-            dest = kafka_jobs.topic_of(broker, request.POST.get("queue", ""))
-            message = _kafka_record(broker, dest.name, request.POST.get("id", ""))
-        else:
-            dest = jobservice.source_of(broker, request.POST.get("queue", ""))
-            message = find(
-                request.user, broker, dest, request.POST.get("id", ""), None, "deadletters.edit"
-            )
-    except (jobservice.Invalid, kafka_jobs.Invalid, BrokerError) as exc:
+        dest, message = page.to_edit(request, broker)
+    except refused as exc:
         flash.error(request, str(exc))
         return redirect("dashboard:deadletters", name=broker.name)
     if message is None:
-        where = (
-            "in the topic" if broker.kind == "kafka" else "among the first messages of the queue"
-        )
-        flash.error(request, f"That message is no longer {where}.")
+        flash.error(request, f"That message is no longer {page.gone}.")
         return redirect(back + dest.key)
     ctx = {
         **edit_context(message),
         "broker": broker,
+        "kind": kind_of(broker),
         "back": back + dest.key,
         "act_url": reverse("dashboard:deadletters-act", args=[broker.name]),
-        "hidden": {"queue": dest.key, "action": "replay"},
-        "kafka": broker.kind == "kafka",
+        "hidden": {"queue": dest.key, "action": "replay", **page.edit_hidden(message)},
     }
-    if broker.kind == "kafka":
-        # The job reads this one record, not the whole topic.
-        partition, offset = message.id.split(":")
-        ctx["hidden"].update(r_partition=partition, r_from=offset, r_to=offset)
     return render(request, "dashboard/deadletter_edit.html", ctx)
 
 
@@ -308,18 +245,3 @@ def edit_context(message: Any) -> dict[str, Any]:
         "body_text": shown["text"],
         "crlf": "\r\n" in (shown["text"] or ""),
     }
-
-
-def _kafka_record(broker: Any, topic: str, record_id: str) -> Any:
-    """The record "partition:offset" of `topic` as a Message, or None if the log no longer holds it."""
-    try:
-        partition, offset = (int(part) for part in record_id.split(":"))
-    except ValueError:
-        raise jobservice.Invalid(f"{record_id[:40]!r} is not a record (partition:offset)") from None
-    try:
-        with open_reader(broker, topic) as reader:
-            reader.check_partition(partition)
-            record = reader.record(partition, offset)
-    except NotFound:
-        return None
-    return as_message(record) if record is not None else None

@@ -6,14 +6,14 @@ import csv
 from collections.abc import Iterator
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from dashboard import charts, live, queries
 from dashboard.auth import ADMIN, VIEWER, require_role
-from dashboard.kinds.kafka import status as kafkastatus
+from dashboard.kinds import kind_of
 from dashboard.models import AuditEntry, Broker, Destination
 
 
@@ -57,6 +57,7 @@ def broker_detail(request: HttpRequest, name: str) -> HttpResponse:
     broker = get_broker_or_404(name)
     ctx = listing_context(queries.Listing.from_params(request.GET, broker=broker.name))
     ctx["broker"] = broker
+    ctx["kind"] = kind_of(broker)
     template = "dashboard/overview.html#live" if request.htmx else "dashboard/broker.html"
     return render(request, template, ctx)
 
@@ -84,6 +85,7 @@ def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | No
         hist["until"],
     )
     details = dest.details or {}
+    kind = kind_of(dest.broker)
     bindings = [
         b
         for b in (dest.broker.topology or {}).get("bindings", [])
@@ -103,8 +105,9 @@ def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | No
         "limits": (details.get("extra") or {}).get("limits", {}),
         "bindings": bindings,
         "view": live.View("destination", broker=dest.broker.name, destination_id=dest.pk),
-        # Kafka topics and groups: dashboard/kinds/kafka/templates/dashboard/kafka/{topic,group}_panel.html.
-        "kafka": kafkastatus.panel(dest) if dest.broker.kind == "kafka" else {},
+        # The kind's parts of the page (Kind.*_template) and what its panel shows.
+        "kind": kind,
+        "panel": kind.panel(dest),
     }
 
 
@@ -120,28 +123,6 @@ def destination_detail(request: HttpRequest, name: str, key: str) -> HttpRespons
     if request.htmx and request.GET.get("part") == "charts":
         return render(request, "dashboard/destination.html#charts", ctx)
     return render(request, "dashboard/destination.html", ctx)
-
-
-@require_GET
-@require_role(VIEWER)
-def exchanges(request: HttpRequest, name: str) -> HttpResponse:
-    broker = get_broker_or_404(name)
-    if broker.kind != "rabbitmq":
-        raise Http404("Only RabbitMQ brokers have exchanges.")
-    topology = broker.topology or {}
-    q = request.GET.get("q", "").strip()
-    by_source: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for binding in topology.get("bindings", []):
-        by_source.setdefault((binding.get("vhost", ""), binding.get("source", "")), []).append(
-            binding
-        )
-    rows = [
-        (ex, by_source.get((ex.get("vhost", ""), ex.get("name", "")), []))
-        for ex in topology.get("exchanges", [])
-        if not q or q.lower() in ex.get("name", "").lower()
-    ]
-    ctx = {"broker": broker, "rows": rows, "q": q, "topology_at": broker.topology_at}
-    return render(request, "dashboard/exchanges.html", ctx)
 
 
 @require_GET

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
+
+MAX_BODY = 16 * 1024 * 1024  # what the publish form accepts
+LAST_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, the last time a page can show
 
 
 class BadInput(ValueError):
@@ -92,3 +97,52 @@ def typed(post: Any, name: str = "body") -> Any:
     out = post.copy()
     out[name] = text.replace("\r\n", "\n")
     return out
+
+
+def parse_body(kind: str, raw: str) -> bytes:
+    if kind == "base64":
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (ValueError, TypeError):
+            raise ValueError("the body is not valid base64") from None
+    if kind == "json":
+        try:
+            parse_json(raw)
+        except ValueError as exc:
+            raise ValueError(f"the body is not valid JSON: {exc}") from None
+    return raw.encode("utf-8")
+
+
+def parse_headers(raw: str) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        headers = parse_json(raw)
+    except ValueError as exc:
+        raise ValueError(f"headers must be a JSON object: {exc}") from None
+    if not isinstance(headers, dict):
+        raise ValueError("headers must be a JSON object")
+    return headers
+
+
+def parse_time(raw: str) -> int:
+    """Milliseconds since the epoch from Unix milliseconds or an ISO 8601 time (UTC if no zone)."""
+    raw = raw.strip()
+    if raw.isascii() and raw.isdigit():  # not "²": isdigit() alone takes any digit
+        if len(raw) > len(str(LAST_MS)) or int(raw) > LAST_MS:
+            raise BadInput("time must be before the year 10000 (UTC)")
+        return int(raw)
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(
+            f"time must be like 2026-05-01T12:00 (UTC) or Unix milliseconds, not {raw[:40]!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    ms = int(moment.timestamp() * 1000)
+    if ms < 0:
+        raise BadInput("time must be after 1970")
+    if ms > LAST_MS:
+        raise BadInput("time must be before the year 10000 (UTC)")
+    return ms

@@ -20,10 +20,12 @@ offsets' sum changing between collections (the group's out-rate).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from dashboard.kinds import Judged
 from dashboard.statuswindow import (
     WINDOW_COLLECTIONS,
     WINDOW_SECONDS,
@@ -212,3 +214,19 @@ def _topic_panel(dest: Any, extra: dict[str, Any]) -> dict[str, Any]:
         "badges": BADGES,
         "extra": extra,
     }
+
+
+def rules(
+    broker: Any, since: float, now: float
+) -> Callable[[Any, float | None, float], Judged | None]:
+    """The collector's judge of each group: its status from this collection and those since `since`."""
+    before = history(broker, since, now)
+
+    def judge_group(dest: Any, out_rate: float | None, at: float) -> Judged | None:
+        if dest.kind != "group":
+            return None
+        point = Point(at, dest.lag or 0, out_rate, dest.consumers)
+        status = judge(dest.extra, dest.state, point, before.get(dest.key, []))
+        return Judged(status.as_dict(), TROUBLE[status.status])
+
+    return judge_group

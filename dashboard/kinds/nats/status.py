@@ -19,10 +19,12 @@ stored samples like a Kafka group's commits (dashboard/kinds/kafka/status.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from dashboard.kinds import Judged
 from dashboard.statuswindow import (
     WINDOW_COLLECTIONS,
     WINDOW_SECONDS,
@@ -152,3 +154,19 @@ def _stream_of(dest: Any) -> Any:
     return Destination.objects.filter(
         broker_id=dest.broker_id, key=f"stream/{account_and_stream}"
     ).first()
+
+
+def rules(
+    broker: Any, since: float, now: float
+) -> Callable[[Any, float | None, float], Judged | None]:
+    """The collector's judge of each consumer: its status from this collection and those since `since`."""
+    before = history(broker, since, now)
+
+    def judge_consumer(dest: Any, out_rate: float | None, at: float) -> Judged | None:
+        if dest.kind != "consumer":
+            return None
+        point = Point(at, dest.backlog, dest.in_flight, out_rate, dest.consumers)
+        status = judge(point, before.get(dest.key, []))
+        return Judged(status.as_dict(), TROUBLE[status.status])
+
+    return judge_consumer

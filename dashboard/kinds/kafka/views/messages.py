@@ -8,7 +8,6 @@ and publishing in `kafka_publish`; the URLs of the first are listed here.
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -30,7 +29,7 @@ from dashboard.kinds.kafka.views.searches import when
 from dashboard.models import Broker, Destination
 from dashboard.views.api import error
 from dashboard.views.pages import get_broker_or_404
-from dashboard.views.params import BadInput, whole
+from dashboard.views.params import BadInput, parse_time, whole
 
 MAX_COUNT = 200  # messages one read shows
 DEFAULT_COUNT = 20
@@ -38,33 +37,9 @@ DEFAULT_COUNT = 20
 # whole topic is the search's job.
 SCAN_BUDGET = 10_000
 READ_FROM = ("newest", "offset", "time")
-LAST_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, the last time a page can show
 
 
 # -- parameters ---------------------------------------------------------------
-
-
-def parse_time(raw: str) -> int:
-    """Milliseconds since the epoch from Unix milliseconds or an ISO 8601 time (UTC if no zone)."""
-    raw = raw.strip()
-    if raw.isascii() and raw.isdigit():  # not "²": isdigit() alone takes any digit
-        if len(raw) > len(str(LAST_MS)) or int(raw) > LAST_MS:
-            raise BadInput("time must be before the year 10000 (UTC)")
-        return int(raw)
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadInput(
-            f"time must be like 2026-05-01T12:00 (UTC) or Unix milliseconds, not {raw[:40]!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    ms = int(moment.timestamp() * 1000)
-    if ms < 0:
-        raise BadInput("time must be after 1970")
-    if ms > LAST_MS:
-        raise BadInput("time must be before the year 10000 (UTC)")
-    return ms
 
 
 def read_options(params: Any) -> dict[str, Any]:

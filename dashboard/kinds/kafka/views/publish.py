@@ -23,8 +23,7 @@ from dashboard.kinds.kafka.search import TOPIC_NAME, kafka_adapter
 from dashboard.kinds.kafka.views.messages import open_reader
 from dashboard.models import Broker, Destination
 from dashboard.views.api import error
-from dashboard.views.messages import MAX_BODY, parse_body
-from dashboard.views.params import BadInput, header_pairs, json_object, typed
+from dashboard.views.params import MAX_BODY, BadInput, header_pairs, json_object, parse_body, typed
 
 
 def parse_kafka_headers(raw: Any) -> list[tuple[str, bytes]]:

@@ -26,6 +26,7 @@ from brokers.nats.deadletters import CaptureStatus, ensure_capture, newest_advis
 from brokers.nats.transfer import as_message, dead_letter
 from dashboard import deadletters, jobservice
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
+from dashboard.kinds import kind_of
 from dashboard.kinds.nats import deadletters as dl
 from dashboard.kinds.nats.views import common as nats_common
 from dashboard.models import Broker, Job
@@ -225,7 +226,7 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
         else f"{back}?{urlencode({'dlq': source[7:]})}",
         "act_url": reverse("dashboard:nats-deadletters-act", args=[broker.name]),
         "hidden": {"source": source, "action": "replay"},
-        "nats": True,
+        "kind": kind_of(broker),
     }
     return render(request, "dashboard/deadletter_edit.html", ctx)
 

@@ -25,7 +25,6 @@ from dashboard import messageview, tail
 from dashboard.auth import VIEWER, require_role
 from dashboard.deadletters import text_of
 from dashboard.kinds.kafka.search import shown_bytes
-from dashboard.kinds.kafka.views.messages import parse_time
 from dashboard.kinds.nats.connect import nats_client
 from dashboard.kinds.nats.views import publish as nats_publish
 from dashboard.kinds.nats.views.common import (
@@ -36,7 +35,7 @@ from dashboard.kinds.nats.views.common import (
 )
 from dashboard.models import Broker, Destination
 from dashboard.views.api import error
-from dashboard.views.params import BadInput, whole
+from dashboard.views.params import BadInput, parse_time, whole
 
 MAX_COUNT = 200  # messages one read shows
 DEFAULT_COUNT = 20

@@ -43,8 +43,7 @@ from dashboard.kinds.nats.views.common import (
 )
 from dashboard.models import Broker
 from dashboard.views.api import error
-from dashboard.views.messages import MAX_BODY, parse_body
-from dashboard.views.params import BadInput, header_pairs, json_object, typed
+from dashboard.views.params import MAX_BODY, BadInput, header_pairs, json_object, parse_body, typed
 
 # NATS's own subjects: the JetStream API and acks, cluster internals, the system account.
 INTERNAL_PREFIXES = ("$JS.", "$JSC.", "$NRG.", "$SYS.")

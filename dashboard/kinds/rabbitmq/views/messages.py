@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 from urllib.parse import quote
 
@@ -26,10 +25,9 @@ from dashboard.auth import (
 from dashboard.collector import adapter_for
 from dashboard.models import Broker, Destination
 from dashboard.views.pages import get_broker_or_404
-from dashboard.views.params import json_object, parse_json, text, typed
+from dashboard.views.params import MAX_BODY, json_object, parse_body, parse_headers, text, typed
 
 MAX_BROWSE = 200
-MAX_BODY = 16 * 1024 * 1024  # what the publish form accepts
 
 
 def _dest(broker: Broker, key: str) -> Destination:
@@ -154,7 +152,7 @@ def browse(request: HttpRequest, name: str, key: str) -> HttpResponse:
             ctx["shown"] = [messageview.shown(m) for m in got]
         except BrokerError as exc:
             ctx["error"] = str(exc)
-    return render(request, "dashboard/messages.html", ctx)
+    return render(request, "dashboard/rabbitmq/messages.html", ctx)
 
 
 @require_http_methods(["GET", "POST"])
@@ -189,32 +187,6 @@ def body(request: HttpRequest, name: str, key: str) -> HttpResponse:
         f"attachment; filename*=UTF-8''{quote(dest.name, safe='')}-{quote(wanted[:40], safe='')}.bin"
     )
     return response
-
-
-def parse_body(kind: str, raw: str) -> bytes:
-    if kind == "base64":
-        try:
-            return base64.b64decode(raw, validate=True)
-        except (ValueError, TypeError):
-            raise ValueError("the body is not valid base64") from None
-    if kind == "json":
-        try:
-            parse_json(raw)
-        except ValueError as exc:
-            raise ValueError(f"the body is not valid JSON: {exc}") from None
-    return raw.encode("utf-8")
-
-
-def parse_headers(raw: str) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        headers = parse_json(raw)
-    except ValueError as exc:
-        raise ValueError(f"headers must be a JSON object: {exc}") from None
-    if not isinstance(headers, dict):
-        raise ValueError("headers must be a JSON object")
-    return headers
 
 
 PROPERTY_FIELDS = (
@@ -254,18 +226,8 @@ def _routes(
     return routes(bindings, queues, vhost, exchange, exchanges, routing_key, headers, args)
 
 
-@require_http_methods(["GET", "POST"])
-@require_role(VIEWER)
-def publish(request: HttpRequest, name: str) -> HttpResponse:
-    broker = get_broker_or_404(name)
-    if broker.kind == "kafka":
-        from dashboard.kinds.kafka.views import publish as kafka_publish
-
-        return kafka_publish.publish(request, broker)
-    if broker.kind == "nats":
-        from dashboard.kinds.nats.views import publish as nats_publish
-
-        return nats_publish.publish(request, name)
+def publish_page(request: HttpRequest, broker: Broker) -> HttpResponse:
+    """dashboard:publish for a RabbitMQ broker: an exchange, a routing key, and where it would go."""
     topo = broker.topology or {}
     vhosts = (
         topo.get("vhosts")
@@ -302,25 +264,12 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
         except BrokerError as exc:
             ctx["error"] = f"The broker refused: {exc}"
     if request.htmx and data.get("preview"):
-        return render(request, "dashboard/publish.html#routes", ctx)
-    return render(request, "dashboard/publish.html", ctx)
+        return render(request, "dashboard/rabbitmq/publish.html#routes", ctx)
+    return render(request, "dashboard/rabbitmq/publish.html", ctx)
 
 
-@require_http_methods(["POST"])
-@require_role(OPERATOR)
-def api_publish(request: HttpRequest, name: str) -> JsonResponse:
+def api_publish(request: HttpRequest, broker: Broker) -> JsonResponse:
     """POST {"vhost", "exchange", "routing_key", "body", "body_kind": text|json|base64, "properties", "headers"}."""
-    broker = Broker.objects.filter(name=name).first()
-    if broker is None:
-        return JsonResponse({"error": f"No broker named {name!r}."}, status=404)
-    if broker.kind == "kafka":
-        from dashboard.kinds.kafka.views import publish as kafka_publish
-
-        return kafka_publish.api_publish(request, broker)
-    if broker.kind == "nats":
-        from dashboard.kinds.nats.views import publish as nats_publish
-
-        return nats_publish.api_publish(request, name)
     try:
         data = json_object(request)
         body_bytes = parse_body(text(data, "body_kind", "text"), text(data, "body"))

@@ -1,0 +1,49 @@
+"""Which Kafka topics hold dead letters: by name, and by the origin header their records carry."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from dashboard.deadletters import latest_scans, origin_headers
+from dashboard.models import Destination
+
+
+def kafka_patterns() -> list[str]:
+    return [p.strip() for p in settings.SLUICE_KAFKA_DLQ_PATTERNS.split(",") if p.strip()]
+
+
+def header_check_key(broker: Any) -> str:
+    return f"sluice:kafka-dlt-headers:{broker.pk}"
+
+
+def find(broker: Any, scans: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A Kafka cluster's dead-letter topics, each with why Sluice thinks so.
+
+    Two routes: a name matching SLUICE_KAFKA_DLQ_PATTERNS, and records that
+    carry an origin-topic header (SLUICE_KAFKA_ORIGIN_HEADERS), as seen by the
+    last look at the topic or by the last header check of every topic.
+    """
+    topics = Destination.objects.filter(broker=broker, kind="topic", gone_since__isnull=True)
+    by_header: dict[str, str] = cache.get(header_check_key(broker)) or {}
+    scanned = latest_scans(broker) if scans is None else scans
+    found = []
+    for t in topics.order_by("name"):
+        why = []
+        pattern = next((p for p in kafka_patterns() if fnmatch.fnmatchcase(t.name, p)), None)
+        if pattern:
+            why.append(f"name matches {pattern!r}")
+        header = by_header.get(t.name)
+        if header is None and t.key in scanned:
+            header = next(
+                (h for m in scanned[t.key].messages for h in origin_headers() if h in m["headers"]),
+                None,
+            )
+        if header:
+            why.append(f"its records carry {header!r}")
+        if why:
+            found.append({"queue": t, "why": why})
+    return found

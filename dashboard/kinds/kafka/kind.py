@@ -1,0 +1,76 @@
+"""Kafka as the dashboard sees it: topics and consumer groups, their status, replays of topics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import include, path
+
+from brokers.base import Transfer
+from dashboard.jobguard import Invalid
+from dashboard.kinds import Kind
+from dashboard.kinds.kafka import deadletters, jobs, status, urls
+from dashboard.kinds.kafka.views import deadletters as deadletters_page
+from dashboard.kinds.kafka.views import publish
+from dashboard.models import Broker, Destination, Job
+
+if TYPE_CHECKING:
+    from dashboard.kinds import Route
+
+
+class Kafka(Kind):
+    name = "kafka"
+    label = "Kafka"
+    status_labels = status.LABELS
+    actions_template = "dashboard/kafka/actions.html"
+    panel_template = "dashboard/kafka/panel.html"
+    broker_actions_template = "dashboard/kafka/broker_actions.html"
+    edit_target_template = "dashboard/kafka/deadletters/edit_target.html"
+    x_headers_owner = "the broker or the dead-letter producer"
+    tail_reader = "dashboard.kinds.kafka.tail.KafkaReader"
+
+    def broker_urls(self) -> list[Route]:
+        return urls.broker_urls
+
+    def api_urls(self) -> list[Route]:
+        return urls.api_urls
+
+    def site_urls(self) -> list[Route]:
+        return [path("searches/", include(urls.search_urls))]
+
+    def status_rules(self, broker: Broker, since: float, now: float) -> Any:
+        return status.rules(broker, since, now)
+
+    def panel(self, dest: Destination) -> dict[str, Any]:
+        return status.panel(dest)
+
+    def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return jobs.check(broker, data)
+        except jobs.Invalid as exc:
+            raise Invalid(str(exc)) from None
+
+    def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
+        return jobs.preview(broker, fields)
+
+    def router(self, job: Job) -> Any:
+        return jobs.router(job)
+
+    def transfer_for(self, job: Job) -> Transfer:
+        return jobs.transfer_for(job)
+
+    def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
+        return False  # a topic keeps its records until retention removes them
+
+    def is_dead_letter_source(self, broker: Broker, key: str) -> bool:
+        return any(found["queue"].key == key for found in deadletters.find(broker))
+
+    def publish_page(self, request: HttpRequest, broker: Broker) -> HttpResponse:
+        return publish.publish(request, broker)
+
+    def api_publish(self, request: HttpRequest, broker: Broker) -> HttpResponse:
+        return publish.api_publish(request, broker)
+
+    def dead_letters(self) -> Any:
+        return deadletters_page.KafkaDeadLetters()

@@ -1,0 +1,75 @@
+"""NATS as the dashboard sees it: the server, JetStream streams and consumers, dead letters
+captured from advisories, and replays from streams."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.http import HttpRequest, HttpResponse
+
+from brokers.base import Transfer
+from dashboard.jobguard import Invalid
+from dashboard.kinds import Kind
+from dashboard.kinds.nats import deadletters, jobs, status, urls
+from dashboard.kinds.nats.views import publish
+from dashboard.models import Broker, Job
+
+if TYPE_CHECKING:
+    from dashboard.kinds import Route
+
+
+class Nats(Kind):
+    name = "nats"
+    label = "NATS"
+    status_labels = status.LABELS
+    actions_template = "dashboard/nats/actions.html"
+    panel_template = "dashboard/nats/panel.html"
+    broker_actions_template = "dashboard/nats/broker_actions.html"
+    broker_panel_template = "dashboard/nats/server_panel.html"
+    edit_target_template = "dashboard/nats/_edit_target.html"
+    edit_note_template = "dashboard/nats/_edit_note.html"
+    dead_letters_page = "dashboard:nats-deadletters"
+
+    def broker_urls(self) -> list[Route]:
+        return urls.broker_urls
+
+    def api_urls(self) -> list[Route]:
+        return urls.api_urls
+
+    def after_collect(self, broker: Broker) -> None:
+        # The advisory capture stream, checked (or created) once per few minutes.
+        deadletters.check_now_and_then(broker)
+
+    def status_rules(self, broker: Broker, since: float, now: float) -> Any:
+        return status.rules(broker, since, now)
+
+    def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return jobs.check(broker, data)
+        except jobs.Invalid as exc:
+            raise Invalid(str(exc)) from None
+
+    def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
+        return jobs.preview(broker, fields)
+
+    def router(self, job: Job) -> Any:
+        return jobs.router(job)
+
+    def transfer_for(self, job: Job) -> Transfer:
+        return jobs.transfer_for(job)
+
+    def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
+        return bool(fields["target"].get("delete_original"))
+
+    def is_dead_letter_source(self, broker: Broker, key: str) -> bool:
+        # A job reading the advisory capture stream reads dead letters by definition.
+        return key.startswith("advisories/") or any(
+            f"stream/{found['stream'].name}" == key
+            for found in deadletters.dead_letter_streams(broker)
+        )
+
+    def publish_page(self, request: HttpRequest, broker: Broker) -> HttpResponse:
+        return publish.publish(request, broker.name)
+
+    def api_publish(self, request: HttpRequest, broker: Broker) -> HttpResponse:
+        return publish.api_publish(request, broker.name)

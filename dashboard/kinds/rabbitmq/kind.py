@@ -1,0 +1,60 @@
+"""RabbitMQ as the dashboard sees it: queues and streams, exchanges and bindings, dead-letter
+queues found from their exchanges, and replays through AMQP."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.http import HttpRequest, HttpResponse
+
+from brokers.base import Transfer
+from dashboard.kinds import Kind
+from dashboard.kinds.rabbitmq import deadletters, jobs, urls
+from dashboard.kinds.rabbitmq.views import messages
+from dashboard.kinds.rabbitmq.views.deadletters import RabbitDeadLetters
+from dashboard.models import Broker, Job
+
+if TYPE_CHECKING:
+    from dashboard.kinds import Route
+
+
+class RabbitMQ(Kind):
+    name = "rabbitmq"
+    label = "RabbitMQ"
+    actions_template = "dashboard/rabbitmq/actions.html"
+    live_template = "dashboard/rabbitmq/destination_live.html"
+    more_template = "dashboard/rabbitmq/destination_more.html"
+    broker_actions_template = "dashboard/rabbitmq/broker_actions.html"
+
+    def broker_urls(self) -> list[Route]:
+        return urls.broker_urls
+
+    def api_urls(self) -> list[Route]:
+        return urls.api_urls
+
+    def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+        return jobs.check(broker, data)
+
+    def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
+        return jobs.preview(broker, fields)
+
+    def router(self, job: Job) -> Any:
+        return jobs.router(job)
+
+    def transfer_for(self, job: Job) -> Transfer:
+        return jobs.transfer_for(job)
+
+    def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
+        return jobs.removes_originals(broker, fields)
+
+    def is_dead_letter_source(self, broker: Broker, key: str) -> bool:
+        return any(found["queue"].key == key for found in deadletters.find(broker))
+
+    def publish_page(self, request: HttpRequest, broker: Broker) -> HttpResponse:
+        return messages.publish_page(request, broker)
+
+    def api_publish(self, request: HttpRequest, broker: Broker) -> HttpResponse:
+        return messages.api_publish(request, broker)
+
+    def dead_letters(self) -> Any:
+        return RabbitDeadLetters()
