@@ -7,7 +7,7 @@ unless `--bootstrap` names one), creates `bench.orders` and `bench.orders.DLT`
 adds (`x-original-topic`, `x-exception-message`). Then, alternately for
 `--rounds` rounds, it times:
 
-    ours       Sluice's job engine (`dashboard.jobs.run` with the Kafka
+    ours       Sluice's job engine (`dashboard.jobs.engine.run` with the Kafka
                `LogTransfer`, a temporary SQLite database), replaying the whole
                topic to the origin its header names: per record the selection
                and routing decision, lineage headers added, the producer's
@@ -117,7 +117,8 @@ def reference(bootstrap: str, source: str, n: int, partitions: int) -> Timed:
 
 def ours(bootstrap: str, source: str, n: int, batch: int) -> Timed:
     scratch_django.setup("sluice-bench-kafka-")
-    from dashboard import jobs, jobservice
+    from dashboard.jobs import engine as jobs
+    from dashboard.jobs import service as jobservice
     from dashboard.models import Broker, Destination, Job
 
     row = Broker.objects.create(

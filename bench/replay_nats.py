@@ -15,7 +15,7 @@ Every replay publishes one copy of each message to `bench.retry.*`, stored by
 `BENCH_RETRY`, which is made afresh before each run and counted afterwards: a
 run fails unless every copy is there. Alternately, for `--rounds` rounds:
 
-    ours       Sluice's job engine (`dashboard.jobs.run`, the NATS
+    ours       Sluice's job engine (`dashboard.jobs.engine.run`, the NATS
                `SequenceTransfer`, a scratch SQLite database): per message the
                selection and routing decision, the lineage headers and the
                Nats-Msg-Id, a JetStream publish, the outcome recorded and the
@@ -152,7 +152,8 @@ async def reference(url: str, scenario: str, n: int) -> Timed:
 
 def ours(url: str, scenario: str, n: int, batch: int) -> Timed:
     scratch_django.setup("sluice-bench-nats-")
-    from dashboard import jobs, jobservice
+    from dashboard.jobs import engine as jobs
+    from dashboard.jobs import service as jobservice
     from dashboard.models import Broker, Job
 
     row = Broker.objects.create(

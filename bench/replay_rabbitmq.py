@@ -7,7 +7,7 @@ dead-lettering to a fanout `bench.dlx` bound to `bench.dlq`. It fills
 bench.dlq with `--messages` persistent ~250-byte dead letters (x-death and
 all) by publishing to bench.orders under a `message-ttl: 0` policy, then times:
 
-    ours       Sluice's job engine (`dashboard.jobs.run`, with a temporary
+    ours       Sluice's job engine (`dashboard.jobs.engine.run`, with a temporary
                SQLite database), replaying all of bench.dlq; with `--loop`,
                `AmqpTransfer` alone in the engine's loop written by hand: fetch a batch, `replay_target` for each
                message, send it back to its own original exchange and routing
@@ -255,7 +255,8 @@ def replay_engine(broker: Broker, n: int, batch: int) -> Timed:
     temporary directory), and the lineage headers.
     """
     scratch_django.setup("sluice-bench-engine-")
-    from dashboard import jobs, jobservice
+    from dashboard.jobs import engine as jobs
+    from dashboard.jobs import service as jobservice
     from dashboard.models import Broker as BrokerRow
     from dashboard.models import Destination, Job
 

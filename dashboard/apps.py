@@ -19,7 +19,7 @@ class DashboardConfig(AppConfig):
             config.load(settings.SLUICE_CONFIG, check_variables=False)
         checks.register(config.variables_check)
         loginaudit.connect()
-        from dashboard import sockets
+        from dashboard.live import sockets
 
         # Signing out closes the session's websockets (a tail would stream on otherwise).
         user_logged_out.connect(sockets.end_session_sockets, dispatch_uid="sluice-sockets")

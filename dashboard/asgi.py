@@ -10,9 +10,9 @@ django_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from dashboard.live.routing import websocket_urlpatterns  # noqa: E402
+from dashboard.live.sockets import SameOrigin  # noqa: E402
 from dashboard.security import StaticFiles  # noqa: E402
-from dashboard.sockets import SameOrigin  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

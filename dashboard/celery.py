@@ -6,11 +6,14 @@ import os
 from celery import Celery
 from celery.signals import after_setup_logger
 
+from dashboard.kinds import APPS as KIND_APPS
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 
 app = Celery("sluice")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["dashboard"])
+# Each broker kind's app may have tasks of its own (dashboard/kinds/<kind>/tasks.py).
+app.autodiscover_tasks(["dashboard", *KIND_APPS])
 
 
 @after_setup_logger.connect

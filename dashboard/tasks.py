@@ -8,7 +8,11 @@ import time
 from celery import shared_task
 from django.core.cache import cache
 
-from dashboard import collector, config, history, live
+from dashboard import config
+from dashboard.collection import collector, history
+from dashboard.jobs import engine as jobs
+from dashboard.jobs import service as jobservice
+from dashboard.live import push as live
 from dashboard.models import Broker
 
 log = logging.getLogger(__name__)
@@ -77,18 +81,7 @@ def run_job(job_id: int) -> None:
     # Acknowledged on receipt: a job whose worker dies is not run again by
     # itself but shown as interrupted, for an operator to resume. A stray
     # second delivery would do nothing anyway: only a queued job is claimed.
-    from dashboard import jobs, jobservice
-
     job = jobs.run(
         job_id, jobservice.transfer_for, jobservice.router, on_progress=live.job_progress
     )
     live.job_progress(job)
-
-
-@shared_task(ignore_result=True)
-def run_search(search_id: int) -> None:
-    # Like run_job: acknowledged on receipt; only a queued search is claimed,
-    # so a stray second delivery does nothing.
-    from dashboard.kinds.kafka import search as kafka_search
-
-    kafka_search.run(search_id)

@@ -132,7 +132,7 @@ STEP = 15  # seconds between the stamped collections
 
 def collect_at(broker: Any, now: float) -> None:
     """One collection of `broker`, as if at Unix time `now`; it must succeed."""
-    from dashboard import collector
+    from dashboard.collection import collector
 
     broker.refresh_from_db()
     assert collector.collect(broker, now=now), broker.error

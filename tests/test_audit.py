@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from dashboard import jobs, jobservice
+from dashboard.jobs import engine as jobs
+from dashboard.jobs import service as jobservice
 from dashboard.models import AuditEntry, Broker, Job
 from tests import test_jobs
 from tests.app_fixtures import closed_port

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dashboard import collector, history, queries
+from dashboard.collection import collector, history, queries
 from dashboard.models import Broker, Destination, Rollup, Sample
 from tests.app_fixtures import wait_for
 

@@ -204,7 +204,7 @@ def test_a_stored_broker_whose_options_cannot_be_read_is_shown_not_a_500(client_
     """Rows the admin form refuses now, as a hand or an older version could have stored them."""
     import json
 
-    from dashboard import collector
+    from dashboard.collection import collector
 
     broker = Broker.objects.create(name="odd", kind="rabbitmq", options=options)
     alice = client_for("alice")

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from dashboard import jobs, jobservice
+from dashboard.jobs import engine as jobs
+from dashboard.jobs import service as jobservice
 from dashboard.models import AuditEntry, Destination, Job
 from tests import test_jobs
 from tests.nats import test_replay as test_nats_replay

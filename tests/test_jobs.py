@@ -12,7 +12,8 @@ import pika
 import pytest
 
 from brokers.base import BrokerError
-from dashboard import jobs, jobservice
+from dashboard.jobs import engine as jobs
+from dashboard.jobs import service as jobservice
 from dashboard.models import AuditEntry, Broker, Destination, Job
 
 pytestmark = pytest.mark.django_db

@@ -11,8 +11,10 @@ import pytest
 from django.db import connection
 
 from brokers.base import Health
-from dashboard import live, queries
+from dashboard.collection import queries
 from dashboard.kinds import status_labels
+from dashboard.live import push as live
+from dashboard.live import watch
 from dashboard.models import Broker, Destination
 
 LIMIT = 1_000_000  # bytes a listing may read from the database
@@ -121,7 +123,7 @@ def test_the_overview_reads_under_a_megabyte(big_broker, client_for):
 
 
 def test_the_live_push_of_the_overview_reads_under_a_megabyte(big_broker):
-    view = live.parse("overview")
+    view = watch.parse("overview")
     assert view is not None
     with bytes_read() as reads:
         html = live.render(view)

@@ -8,8 +8,10 @@ from channels.testing import WebsocketCommunicator
 
 from brokers.base import Destination as D
 from brokers.base import Health, Snapshot
-from dashboard import collector, live
 from dashboard.asgi import application
+from dashboard.collection import collector
+from dashboard.live import push as live
+from dashboard.live import watch
 from dashboard.models import Broker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,9 +19,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def clean_registry():
-    live._redis().delete(live.VIEWS_KEY)
+    watch._redis().delete(watch.VIEWS_KEY)
     yield
-    live._redis().delete(live.VIEWS_KEY)
+    watch._redis().delete(watch.VIEWS_KEY)
 
 
 def snapshot(backlog: int) -> Snapshot:
@@ -86,15 +88,15 @@ def test_viewers_of_one_view_share_one_render(personas):
     renders, received = async_to_sync(run)()
     assert renders == 1
     assert len(set(received)) == 1
-    assert live.watched() == []  # everyone left
+    assert watch.watched() == []  # everyone left
 
 
 def test_views_of_other_brokers_are_not_rendered(personas):
     Broker.objects.create(name="a", kind="rabbitmq", options={"management_url": "http://x"})
     Broker.objects.create(name="b", kind="rabbitmq", options={"management_url": "http://x"})
-    view = live.parse("broker/a")
+    view = watch.parse("broker/a")
     assert view is not None
-    live.watch(view)
+    watch.watch(view)
     assert live.broadcast("b") == 0
     assert live.broadcast("a") == 1
 

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pika
 import pytest
 
-from dashboard import deadletters
+from dashboard.jobs import deadletters
 from dashboard.kinds.rabbitmq import deadletters as rabbit_deadletters
 from dashboard.models import AuditEntry, Broker, Destination
 
@@ -175,7 +175,7 @@ def test_dead_letters_group_by_any_header():
             id="m",
             headers={"x-death": death, "x-first-death-reason": reason, **headers},
         )
-        return deadletters.summary(message)
+        return deadletters.summary(message, rabbit_deadletters.death_info)
 
     msgs = [
         dead("rejected", **{"x-exception": "ValueError"}),

@@ -106,7 +106,7 @@ def _nats(nats: dict[str, str]) -> JetStream:
 
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker, rabbitmq, kafka, nats):
-    from dashboard import collector
+    from dashboard.collection import collector
 
     _rabbit(rabbitmq)
     _kafka(kafka)

@@ -27,9 +27,13 @@ from brokers.nats.wire import from_api, header_pairs, parse_time
 from brokers.rabbitmq.amqp import RawProperties, encode_properties, json_safe, replay_target
 from brokers.rabbitmq.browse import _message_from_api
 from brokers.rabbitmq.deadletters import history
-from dashboard import deadletters, messageview
+from dashboard.jobs import deadletters
+from dashboard.kinds.kafka import deadletters as kafka_deadletters
 from dashboard.kinds.kafka.views.messages import record_json, record_view
+from dashboard.kinds.nats import deadletters as nats_deadletters
 from dashboard.kinds.nats.views.messages import msg_json, msg_view
+from dashboard.kinds.rabbitmq import deadletters as rabbit_deadletters
+from dashboard.views import messageview
 
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RULES: list[dict[str, Any]] = [
@@ -95,15 +99,15 @@ def check_rabbit_message(message: Message) -> None:
     for mode in ("auto", "exchange", "queue"):
         target = replay_target(message, mode)
         assert target is None or all(isinstance(part, str) for part in target)
-    info = deadletters.death_info(message)
+    info = rabbit_deadletters.death_info(message)
     assert all(isinstance(info[f], str) for f in ("reason", "queue", "exchange", "routing_key"))
     assert info["time"] is None or isinstance(info["time"], int)
-    summary = deadletters.summary(message)
+    summary = deadletters.summary(message, rabbit_deadletters.death_info)
     json.dumps(summary, allow_nan=False)  # it is stored in a JSONField
     for rule in RULES:
-        deadletters.matches(message, rule)
+        deadletters.matches(message, rule, rabbit_deadletters.death_info)
     assert deadletters.groups([summary], "reason")
-    s = messageview.shown(message)
+    s = messageview.shown(message, rabbit_deadletters.death_info)
     assert s["m"].id in render_to_string("dashboard/_message.html", {"s": s})
 
 
@@ -196,11 +200,11 @@ def test_any_kafka_record_reads_filters_and_renders(
         wanted = raw.decode("utf-8", "replace") if raw else None
         compile_filters({"header": name or "h", "header_value": wanted}).select([record])
     message = kafka_message(record)
-    info = deadletters.death_info(message)
+    info = kafka_deadletters.death_info(message)
     assert isinstance(info["reason"], str)
-    json.dumps(deadletters.summary(message), allow_nan=False)
+    json.dumps(deadletters.summary(message, kafka_deadletters.death_info), allow_nan=False)
     for rule in RULES:
-        deadletters.matches(message, rule)
+        deadletters.matches(message, rule, kafka_deadletters.death_info)
 
 
 # -- NATS ------------------------------------------------------------------------------------
@@ -258,8 +262,8 @@ def test_any_stored_nats_message_reads_and_renders(block: bytes, when: str, body
     )
     assert 'data-seq="3"' in html
     message = nats_message(stored, 0)
-    assert isinstance(deadletters.death_info(message)["reason"], str)
-    json.dumps(deadletters.summary(message), allow_nan=False)
+    assert isinstance(nats_deadletters.death_info(message)["reason"], str)
+    json.dumps(deadletters.summary(message, nats_deadletters.death_info), allow_nan=False)
 
 
 @pytest.mark.parametrize(

@@ -238,7 +238,8 @@ def test_a_header_nested_thousands_deep_breaks_no_page_and_replays_intact(
 
     from brokers.base import Outgoing
     from brokers.rabbitmq.amqp import AmqpTransfer
-    from dashboard import messageview
+    from dashboard.kinds.rabbitmq import deadletters as rabbit_deadletters
+    from dashboard.views import messageview
 
     top = declare()
     dlq, copies = top.queue(f"{unique_name}.deep.dlq"), top.queue(f"{unique_name}.copies")
@@ -267,7 +268,10 @@ def test_a_header_nested_thousands_deep_breaks_no_page_and_replays_intact(
     transfer = AmqpTransfer(f"amqp://{auth}@{where}", "/", dlq)
     try:
         [message] = transfer.fetch(1, timeout=5)
-        shown = render_to_string("dashboard/_message.html", {"s": messageview.shown(message)})
+        shown = render_to_string(
+            "dashboard/_message.html",
+            {"s": messageview.shown(message, rabbit_deadletters.death_info)},
+        )
         assert "unreadable: nested deeper than 32 levels" in html.unescape(shown)
         assert "deep body" in shown and "kept" in shown
         # A replay copies the header as it was received, every level of it.

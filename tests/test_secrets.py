@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from brokers.base import redact_url
-from dashboard import collector
+from dashboard.collection import collector
 from dashboard.models import Broker, Destination
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,8 @@ import pytest
 import requests
 from asgiref.sync import async_to_sync
 
-from dashboard import charts, security
+from dashboard import security
+from dashboard.views import charts
 
 ROOT = Path(__file__).resolve().parent.parent
 

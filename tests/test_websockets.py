@@ -14,8 +14,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 from django.test import Client
 
-from dashboard import sockets
 from dashboard.asgi import application
+from dashboard.live import sockets
 from tests.kafka.test_tail import run
 from tests.nats.test_tail import NatsTail, core_publish, tail_connections, ws_path
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from django.urls import URLPattern, URLResolver
 
     from brokers.base import Destination as Dest
-    from brokers.base import Transfer
+    from brokers.base import Message, Transfer
     from dashboard.models import Broker, Destination, Job
 
     Route: TypeAlias = URLPattern | URLResolver
@@ -71,7 +71,7 @@ class Kind:
     x_headers_owner: ClassVar[str] = "the broker"  # who writes the x- headers it keeps
     # The URL name of the page listing its dead letters, under /brokers/<name>/.
     dead_letters_page: ClassVar[str] = "dashboard:deadletters"
-    # The live tail's Reader (dashboard/tail.py), as a dotted path; "" for none.
+    # The live tail's Reader (dashboard/live/tail.py), as a dotted path; "" for none.
     tail_reader: ClassVar[str] = ""
 
     # -- urls ------------------------------------------------------------------
@@ -86,6 +86,10 @@ class Kind:
 
     def site_urls(self) -> list[Route]:
         """Pages at the top level (each with its own prefix)."""
+        return []
+
+    def websocket_urls(self) -> list[Route]:
+        """Websocket routes of its own (dashboard/live/routing.py mounts them)."""
         return []
 
     # -- collection ------------------------------------------------------------
@@ -104,7 +108,12 @@ class Kind:
         """What `panel_template` shows of `dest`."""
         return {}
 
-    # -- message jobs ----------------------------------------------------------
+    # -- dead letters and message jobs -------------------------------------------
+
+    def death_info(self, message: Message) -> dict[str, Any]:
+        """Where a dead letter came from, in the terms filters and groups use:
+        reason, queue, exchange, routing_key, count, time (Unix s), deaths."""
+        raise NotImplementedError
 
     def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         """The job's fields from request data; jobguard.Invalid saying what is wrong."""

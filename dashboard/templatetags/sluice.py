@@ -142,3 +142,41 @@ def sort_mark(listing: Any, column: str) -> str:
     if listing.sort.lstrip("-") != column:
         return ""
     return "▼" if listing.sort.startswith("-") else "▲"
+
+
+@register.filter
+def duration(value: Any) -> str:
+    """Seconds, said briefly at any scale: "350 µs", "2.1 ms", "4.2 s", "3 min 10 s", "2 d 4 h"."""
+    if value is None or value == "":
+        return "–"
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    if s == 0:
+        return "0 s"
+    if s < 0.001:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1000:.1f} ms"
+    if s < 60:
+        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+    whole = int(s)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    if whole < 86400:
+        return f"{whole // 3600} h {whole % 3600 // 60} min"
+    return f"{whole // 86400} d {whole % 86400 // 3600} h"
+
+
+@register.filter
+def behind(seconds: Any) -> str:
+    """Seconds as "4.2 s", "3 min 10 s", "2 h 5 min" or "3 d 4 h"; "–" when unknown."""
+    if seconds is None or seconds == "":
+        return "–"
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return "–"
+    # Under a second, lag reads better in tenths of a second than in ms.
+    return f"{s:.1f} s" if s < 1 else duration(s)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from dashboard import queries
 from dashboard.auth import VIEWER, require_role
+from dashboard.collection import queries
 from dashboard.models import Broker, Destination
 from dashboard.views import params
 

@@ -19,10 +19,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from brokers.base import BrokerError, Message
-from dashboard import deadletters, jobservice, messageview
 from dashboard.auth import OPERATOR, VIEWER, has_role, require_role
+from dashboard.jobs import deadletters
+from dashboard.jobs import service as jobservice
+from dashboard.jobs.deadletters import DeathInfo
 from dashboard.kinds import kind_of
 from dashboard.models import Broker, Destination, Job
+from dashboard.views import messageview
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import typed
 
@@ -218,7 +221,7 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
         flash.error(request, f"That message is no longer {page.gone}.")
         return redirect(back + dest.key)
     ctx = {
-        **edit_context(message),
+        **edit_context(message, kind_of(broker).death_info),
         "broker": broker,
         "kind": kind_of(broker),
         "back": back + dest.key,
@@ -228,9 +231,9 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "dashboard/deadletter_edit.html", ctx)
 
 
-def edit_context(message: Any) -> dict[str, Any]:
+def edit_context(message: Any, death_info: DeathInfo | None = None) -> dict[str, Any]:
     """What the edit form shows of a message, on any broker (templates/dashboard/deadletter_edit.html)."""
-    shown = messageview.shown(message)
+    shown = messageview.shown(message, death_info)
     # Text and JSON values only: a binary value (bytes) could not come back from a
     # textarea unchanged, so it is kept as it is (deadletters.apply_edit).
     editable = {

@@ -10,8 +10,11 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from dashboard import jobguard, jobs, jobservice, live
-from dashboard.auth import OPERATOR, VIEWER, is_api, require_role
+from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, is_api, require_role
+from dashboard.jobs import engine as jobs
+from dashboard.jobs import guard as jobguard
+from dashboard.jobs import service as jobservice
+from dashboard.live import watch
 from dashboard.models import Broker, Job
 from dashboard.views.params import BadInput, json_object
 
@@ -29,7 +32,7 @@ def job_context(job: Job) -> dict[str, Any]:
     return {
         "job": job,
         "data": jobservice.as_json(job),
-        "view": live.View("job", job=str(job.public_id)),
+        "view": watch.View("job", job=str(job.public_id)),
     }
 
 
@@ -94,7 +97,6 @@ def api_jobs(request: HttpRequest) -> HttpResponse:
         return JsonResponse(
             {"jobs": [jobservice.as_json(j) for j in Job.objects.select_related("broker")[:200]]}
         )
-    from dashboard.auth import forbidden, has_role
 
     if not has_role(request.user, OPERATOR):
         return forbidden(request, OPERATOR)

@@ -11,10 +11,12 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from dashboard import charts, live, queries
 from dashboard.auth import ADMIN, VIEWER, require_role
+from dashboard.collection import queries
 from dashboard.kinds import kind_of
+from dashboard.live import watch
 from dashboard.models import AuditEntry, Broker, Destination
+from dashboard.views import charts
 
 
 def get_broker_or_404(name: str) -> Broker:
@@ -35,7 +37,7 @@ def listing_context(listing: queries.Listing) -> dict[str, Any]:
         "rows": [(d, charts.sparkline(sparks.get(d.pk, []))) for d in rows],
         "brokers": list(brokers),
         "broker_names": list(Broker.objects.filter(enabled=True).values_list("name", flat=True)),
-        "view": live.View(
+        "view": watch.View(
             "broker" if listing.broker else "overview", listing, broker=listing.broker
         ),
         "kinds": ["queue", "stream", "topic", "group", "consumer"],
@@ -104,7 +106,7 @@ def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | No
         "details": details,
         "limits": (details.get("extra") or {}).get("limits", {}),
         "bindings": bindings,
-        "view": live.View("destination", broker=dest.broker.name, destination_id=dest.pk),
+        "view": watch.View("destination", broker=dest.broker.name, destination_id=dest.pk),
         # The kind's parts of the page (Kind.*_template) and what its panel shows.
         "kind": kind,
         "panel": kind.panel(dest),

@@ -92,7 +92,7 @@ def committed_group(
 
     A second group committed on the same topic shows that a reset touches one group only.
     """
-    from dashboard.collector import forget_adapter
+    from dashboard.collection.collector import forget_adapter
 
     topic = make_topic(f"orders-{unique_name}", partitions=2)
     produce(topic, 10, partition=0)
@@ -307,7 +307,7 @@ def test_apply_is_refused_while_a_consumer_is_in_the_group_and_works_once_it_lef
 
 
 def _adapter(committed_group: dict[str, Any]) -> Any:
-    from dashboard.collector import adapter_for
+    from dashboard.collection.collector import adapter_for
     from dashboard.models import Broker
 
     return adapter_for(Broker.objects.get(name="kafka"))
@@ -559,7 +559,7 @@ def test_unreachable_broker_shows_why_and_changes_nothing(
 ) -> None:
     from django.test import Client
 
-    from dashboard.collector import forget_adapter
+    from dashboard.collection.collector import forget_adapter
     from dashboard.models import Broker, OffsetReset
 
     settings.SLUICE_BROKER_TIMEOUT = 1

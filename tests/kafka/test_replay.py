@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
-from dashboard import collector, jobs, jobservice
+from dashboard.collection import collector
+from dashboard.jobs import engine as jobs
+from dashboard.jobs import service as jobservice
 from dashboard.models import AuditEntry, Destination, Job
 from tests.app_fixtures import wait_for
 from tests.kafka_fixtures import read_all

@@ -18,7 +18,7 @@ import pytest
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
-from dashboard import collector, queries
+from dashboard.collection import collector, queries
 from dashboard.kinds.kafka import status as kafkastatus
 from dashboard.models import Broker, Destination
 from tests.app_fixtures import STEP, closed_port, collect_at, collect_series

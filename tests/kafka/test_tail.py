@@ -15,8 +15,8 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from kafka import KafkaProducer
 
-from dashboard import tail
 from dashboard.asgi import application
+from dashboard.live import tail
 from tests.app_fixtures import closed_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

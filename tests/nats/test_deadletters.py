@@ -18,7 +18,7 @@ import pytest
 import requests
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from dashboard import collector
+from dashboard.collection import collector
 from dashboard.kinds.nats import deadletters as dl
 from dashboard.models import AuditEntry, Broker
 from tests.app_fixtures import closed_port, wait_for

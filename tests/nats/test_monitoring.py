@@ -20,7 +20,7 @@ import pytest
 from django.conf import settings
 from nats.js.api import AckPolicy
 
-from dashboard import collector, queries
+from dashboard.collection import collector, queries
 from dashboard.kinds.nats import status as natsstatus
 from dashboard.models import Broker, Destination
 from tests.app_fixtures import STEP, closed_port, collect_at, collect_series

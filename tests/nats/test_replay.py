@@ -13,7 +13,9 @@ import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
-from dashboard import collector, jobs, jobservice
+from dashboard.collection import collector
+from dashboard.jobs import engine as jobs
+from dashboard.jobs import service as jobservice
 from dashboard.kinds.nats import deadletters as dl
 from dashboard.models import AuditEntry, Job
 from tests.nats.test_deadletters import make_dead_letters

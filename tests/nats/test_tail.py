@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from dashboard import tail
+from dashboard.live import tail
 from tests.app_fixtures import closed_port
 from tests.kafka.test_tail import Tail, _text, run
 from tests.nats.test_messages import raw_publish

@@ -8,7 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
-from dashboard.deadletters import latest_scans, origin_headers
+from brokers.base import Message
+from brokers.kafka.transfer import REASON_HEADERS, origin_topic
+from dashboard.jobs.deadletters import latest_scans, origin_headers
 from dashboard.models import Destination
 
 
@@ -47,3 +49,18 @@ def find(broker: Any, scans: dict[str, Any] | None = None) -> list[dict[str, Any
         if why:
             found.append({"queue": t, "why": why})
     return found
+
+
+def death_info(message: Message) -> dict[str, Any]:
+    """The same facts for a Kafka dead letter, from its origin and exception headers."""
+    headers = message.headers
+    reason = next((headers[h] for h in REASON_HEADERS if isinstance(headers.get(h), str)), "")
+    return {
+        "reason": reason[:300],
+        "queue": origin_topic(message, origin_headers()) or "",
+        "exchange": "",
+        "routing_key": message.routing_key,
+        "count": 1,
+        "time": message.properties.get("timestamp"),
+        "deaths": [],
+    }

@@ -1,4 +1,4 @@
-"""Replaying Kafka records with the message-job engine (dashboard.jobs).
+"""Replaying Kafka records with the message-job engine (dashboard.jobs.engine).
 
 A Kafka job reads a topic (typically a dead-letter topic) between offsets fixed
 when the job is created, and produces each selected record to the topic its
@@ -18,8 +18,10 @@ from kafka import KafkaConsumer
 
 from brokers.base import BrokerError, Message
 from brokers.kafka.transfer import LogTransfer, log_range, origin_topic, peek
-from dashboard import deadletters, jobs
-from dashboard.collector import adapter_for
+from dashboard.collection.collector import adapter_for
+from dashboard.jobs import deadletters
+from dashboard.jobs import engine as jobs
+from dashboard.kinds.kafka import deadletters as discovery
 from dashboard.models import Broker, Destination, Job
 
 ACTIONS = ("replay", "move")
@@ -174,7 +176,7 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
     limit = settings.SLUICE_PEEK_LIMIT
     messages: list[Message] = peek(adapter_for(broker), cursor["topic"], ranges, limit)
     route = router(Job(broker=broker, target=fields["target"], action=fields["action"]))
-    selected = deadletters.selector(fields["selection"])
+    selected = deadletters.selector(fields["selection"], discovery.death_info)
     chosen = [m for m in messages if selected(m)]
     targets: Counter[str] = Counter()
     unknown = 0

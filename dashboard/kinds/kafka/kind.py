@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 
-from brokers.base import Transfer
-from dashboard.jobguard import Invalid
+from brokers.base import Message, Transfer
+from dashboard.jobs.guard import Invalid
 from dashboard.kinds import Kind
 from dashboard.kinds.kafka import deadletters, jobs, status, urls
 from dashboard.kinds.kafka.views import deadletters as deadletters_page
@@ -44,6 +44,9 @@ class Kafka(Kind):
 
     def panel(self, dest: Destination) -> dict[str, Any]:
         return status.panel(dest)
+
+    def death_info(self, message: Message) -> dict[str, Any]:
+        return deadletters.death_info(message)
 
     def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -18,7 +18,7 @@ from brokers.base import BrokerError
 from brokers.kafka import offsets as ko
 from brokers.kafka.adapter import Kafka
 from dashboard.auth import audit
-from dashboard.collector import adapter_for
+from dashboard.collection.collector import adapter_for
 from dashboard.models import Broker, OffsetReset
 
 

@@ -12,7 +12,6 @@ Reading changes nothing, so viewers may search; every start is audited.
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import uuid
@@ -26,8 +25,12 @@ from brokers.kafka.adapter import Kafka
 from brokers.kafka.browse import Record, TopicReader
 from brokers.kafka.filters import FilterError, compile_filters
 from dashboard.auth import audit
-from dashboard.collector import adapter_for
+from dashboard.celery import app as celery_app
+from dashboard.collection.collector import adapter_for
 from dashboard.models import Broker, Search
+from dashboard.views.messageview import shown_bytes
+
+RUN_SEARCH = "dashboard.tasks.run_search"  # the task's name, kept from when it lived there
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,8 @@ def create(user: Any, broker: Broker, topic: str, data: Any, enqueue: bool = Tru
         filters=matcher.spec,
     )
     if enqueue:
-        from dashboard.tasks import run_search
-
-        run_search.delay(search.pk)
+        # By name: the worker runs it (dashboard/kinds/kafka/tasks.py).
+        celery_app.send_task(RUN_SEARCH, args=[search.pk])
     return search
 
 
@@ -195,30 +197,6 @@ def _finish(search: Search, state: str, error: str) -> Search:
     )
     search.refresh_from_db()
     return search
-
-
-def shown_bytes(data: bytes | None, limit: int | None = None) -> dict[str, Any]:
-    """Bytes as text when they are UTF-8, else as hex and base64; `limit` characters at most."""
-    if data is None:
-        return {"null": True, "text": None, "hex": "", "base64": ""}
-    piece = data if limit is None else data[: limit * 4]
-    try:
-        text = piece.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A cut in the middle of a character is still text.
-        if limit is not None and exc.start >= len(piece) - 3 and len(piece) < len(data):
-            text = piece[: exc.start].decode("utf-8", "replace")
-        else:
-            part = data if limit is None else data[:limit]
-            return {
-                "null": False,
-                "text": None,
-                "hex": part.hex(" "),
-                "base64": base64.b64encode(part).decode(),
-            }
-    if limit is not None and len(text) > limit:
-        text = text[:limit] + "…"
-    return {"null": False, "text": text, "hex": "", "base64": ""}
 
 
 def result_of(record: Record) -> dict[str, Any]:

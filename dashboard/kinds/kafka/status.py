@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from dashboard.kinds import Judged
-from dashboard.statuswindow import (
+from dashboard.collection.statuswindow import (
     WINDOW_COLLECTIONS,
     WINDOW_SECONDS,
     Status,
     samples,
     too_short,
 )
+from dashboard.kinds import Judged
+from dashboard.models import Destination
 
 OK, WARN, STALL, STOP, ERROR = "OK", "WARN", "STALL", "STOP", "ERROR"
 
@@ -189,8 +190,6 @@ def _group_panel(dest: Any, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _topic_panel(dest: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    from dashboard.models import Destination
-
     # The groups reading this topic, with their lag on it: one query, details in Python.
     readers = []
     groups = (

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from brokers.base import BrokerError
-from dashboard.tail import CHECK_SECONDS, PREVIEW_BYTES, Record
+from dashboard.live.tail import CHECK_SECONDS, PREVIEW_BYTES, Record
 
 FIRST_FETCH_MS = 400  # the fetch that learns where partitions end, at most
 

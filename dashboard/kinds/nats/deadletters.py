@@ -25,7 +25,7 @@ from brokers.base import BrokerError, Message
 from brokers.nats.deadletters import CaptureStatus, ensure_capture, manual_command
 from brokers.nats.pipeline import DeadLetterClient
 from brokers.nats.transfer import REASON_HEADERS, origin_subject
-from dashboard.deadletters import text_of
+from dashboard.jobs.deadletters import text_of
 from dashboard.kinds.nats.connect import nats_client
 from dashboard.models import Broker, Destination
 

@@ -1,4 +1,4 @@
-"""Replaying NATS dead letters with the message-job engine (dashboard.jobs).
+"""Replaying NATS dead letters with the message-job engine (dashboard.jobs.engine).
 
 A job's source is either the advisory capture stream, `advisories/<stream>`
 (each advisory points at a message in its stream), or a dead-letter stream,
@@ -25,14 +25,15 @@ from brokers.nats.deadletters import Advisory
 from brokers.nats.pipeline import DeadLetterClient
 from brokers.nats.transfer import SequenceTransfer, origin_subject, read_dead_letters
 from brokers.nats.wire import STREAM_NAME, header_problem
-from dashboard import deadletters, jobs
-from dashboard.kinds.nats.deadletters import client_for
+from dashboard.jobs import deadletters
+from dashboard.jobs import engine as jobs
+from dashboard.kinds.nats.deadletters import client_for, death_info
 from dashboard.models import Broker, Job
 
 ACTIONS = ("replay", "move")
 KINDS = {"advisories": "advisories", "stream": "stream"}
 # The page and API speak of streams, consumers and subjects; the job engine's
-# filter (dashboard.deadletters.matches) of queues, exchanges and routing keys.
+# filter (dashboard.jobs.deadletters.matches) of queues, exchanges and routing keys.
 FILTER_NAMES = {"stream": "queue", "consumer": "exchange", "subject": "routing_key"}
 
 
@@ -229,7 +230,7 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
     size = max(0, int(cursor["end"]) - int(cursor["next"]))
     limit = settings.SLUICE_PEEK_LIMIT
     route = router(Job(broker=broker, target=fields["target"], action=fields["action"]))
-    selected = deadletters.selector(fields["selection"])
+    selected = deadletters.selector(fields["selection"], death_info)
     with client_for(broker, "sluice-job-preview") as client:
         messages, next_seq, gaps = read_dead_letters(
             client,

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse
+from django.urls import path
 
-from brokers.base import Transfer
-from dashboard.jobguard import Invalid
+from brokers.base import Message, Transfer
+from dashboard.jobs.guard import Invalid
 from dashboard.kinds import Kind
 from dashboard.kinds.nats import deadletters, jobs, status, urls
+from dashboard.kinds.nats.tail import NatsTailConsumer
 from dashboard.kinds.nats.views import publish
 from dashboard.models import Broker, Job
 
@@ -36,12 +38,19 @@ class Nats(Kind):
     def api_urls(self) -> list[Route]:
         return urls.api_urls
 
+    def websocket_urls(self) -> list[Route]:
+        # A NATS subject may hold "/" and wildcards: it travels in ?subject=.
+        return [path("ws/nats/tail/<str:broker>", NatsTailConsumer.as_asgi())]
+
     def after_collect(self, broker: Broker) -> None:
         # The advisory capture stream, checked (or created) once per few minutes.
         deadletters.check_now_and_then(broker)
 
     def status_rules(self, broker: Broker, since: float, now: float) -> Any:
         return status.rules(broker, since, now)
+
+    def death_info(self, message: Message) -> dict[str, Any]:
+        return deadletters.death_info(message)
 
     def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from dashboard.kinds import Judged
-from dashboard.statuswindow import (
+from dashboard.collection.statuswindow import (
     WINDOW_COLLECTIONS,
     WINDOW_SECONDS,
     Status,
     samples,
     too_short,
 )
+from dashboard.kinds import Judged
+from dashboard.models import Destination
 
 OK, LAGGING, STALLED = "OK", "LAGGING", "STALLED"
 
@@ -124,8 +125,6 @@ def consumer_panel(dest: Any) -> dict[str, Any]:
 
 def stream_panel(dest: Any) -> dict[str, Any]:
     """What dashboard/kinds/nats/templates/dashboard/nats/stream_panel.html shows: the stream and its consumers."""
-    from dashboard.models import Destination
-
     extra = (dest.details or {}).get("extra") or {}
     # Consumer keys are "consumer/<account/>stream/name"; the stream's "stream/<account/>stream".
     prefix = "consumer/" + dest.key.removeprefix("stream/") + "/"
@@ -148,8 +147,6 @@ def stream_panel(dest: Any) -> dict[str, Any]:
 
 
 def _stream_of(dest: Any) -> Any:
-    from dashboard.models import Destination
-
     account_and_stream = dest.key.removeprefix("consumer/").rpartition("/")[0]
     return Destination.objects.filter(
         broker_id=dest.broker_id, key=f"stream/{account_and_stream}"

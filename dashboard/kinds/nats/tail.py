@@ -1,6 +1,6 @@
 """The live tail for NATS: a core subscription to a subject, wildcards allowed.
 
-    browser ── ws/nats/tail/<broker>?subject=orders.> ──► NatsTailConsumer (dashboard.tail)
+    browser ── ws/nats/tail/<broker>?subject=orders.> ──► NatsTailConsumer (dashboard.live.tail)
                                                             │ the socket's thread
                                                             ▼
                                               NatsReader: a NatsClient of its own,
@@ -31,8 +31,7 @@ from brokers.base import BrokerError
 from brokers.nats.client import BadSubject, Delivery, NatsClient, check_subject
 from dashboard.kinds.nats.connect import nats_client
 from dashboard.kinds.nats.views.publish import INTERNAL_PREFIXES
-from dashboard.models import Broker
-from dashboard.tail import (
+from dashboard.live.tail import (
     CHECK_SECONDS,
     CLOSE_BAD_REQUEST,
     CLOSE_NOT_FOUND,
@@ -42,6 +41,7 @@ from dashboard.tail import (
     TailConsumer,
     _Refused,
 )
+from dashboard.models import Broker
 
 MAX_PENDING = 50_000  # messages held between two polls (a poll comes every 0.25 s)
 TEMPLATE = "dashboard/nats/tail.html"

@@ -5,7 +5,11 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from dashboard.deadletters import patterns
+from brokers import readable
+from brokers.base import Message
+from brokers.rabbitmq.deadletters import history
+from brokers.readable import Unreadable
+from dashboard.jobs.deadletters import patterns
 from dashboard.models import Destination
 
 
@@ -49,3 +53,24 @@ def find(broker: Any, scans: dict[str, Any] | None = None) -> list[dict[str, Any
         if why:
             found.append({"queue": q, "why": why})
     return found
+
+
+def death_info(message: Message) -> dict[str, Any]:
+    """From its `x-death` and `x-first-death-*` headers (newest first): reason, original queue, exchange, routing key and time (Unix s) of a dead letter's first
+    death; fields the headers hold in an odd form read "unreadable: ..." (`deaths.history`)."""
+    h = history(message.headers)
+    return {
+        "reason": _shown(h.reason),
+        "queue": _shown(h.queue),
+        "exchange": _shown(h.exchange),
+        "routing_key": _shown(h.routing_key),
+        "count": h.count,
+        "time": h.time
+        if h.time is not None
+        else readable.seconds(message.properties.get("timestamp")),
+        "deaths": list(h.deaths),
+    }
+
+
+def _shown(value: str | Unreadable | None) -> str:
+    return "" if value is None else str(value)

@@ -13,9 +13,11 @@ from typing import Any
 from django.conf import settings
 
 from brokers.base import BrokerError, Message, Transfer
-from dashboard import deadletters, jobs
-from dashboard.collector import adapter_for
-from dashboard.jobguard import Invalid
+from dashboard.collection.collector import adapter_for
+from dashboard.jobs import deadletters
+from dashboard.jobs import engine as jobs
+from dashboard.jobs.guard import Invalid
+from dashboard.kinds.rabbitmq import deadletters as discovery
 from dashboard.models import Broker, Destination, Job
 
 ACTIONS = ("replay", "move", "discard")
@@ -126,7 +128,7 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
     limit = settings.SLUICE_PEEK_LIMIT
     messages: list[Message] = adapter.browse(dest.vhost, dest.name, dest.type, limit, truncate=256)  # type: ignore[attr-defined]
     route = router(Job(broker=broker, **fields))
-    selected = deadletters.selector(fields["selection"])
+    selected = deadletters.selector(fields["selection"], discovery.death_info)
     chosen = [m for m in messages if selected(m)]
     targets: Counter[str] = Counter()
     unknown = 0

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse
 
-from brokers.base import Transfer
+from brokers.base import Message, Transfer
 from dashboard.kinds import Kind
 from dashboard.kinds.rabbitmq import deadletters, jobs, urls
 from dashboard.kinds.rabbitmq.views import messages
@@ -31,6 +31,9 @@ class RabbitMQ(Kind):
 
     def api_urls(self) -> list[Route]:
         return urls.api_urls
+
+    def death_info(self, message: Message) -> dict[str, Any]:
+        return deadletters.death_info(message)
 
     def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         return jobs.check(broker, data)

@@ -3,7 +3,9 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard import jobs, jobservice, live
+from dashboard.jobs import engine as jobs
+from dashboard.jobs import service as jobservice
+from dashboard.live import push as live
 from dashboard.models import Job
 
 

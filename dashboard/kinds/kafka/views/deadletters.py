@@ -21,10 +21,10 @@ from brokers.base import BrokerError, Message
 from brokers.kafka.browse import NotFound
 from brokers.kafka.transfer import as_message, log_range, newest_headers
 from brokers.kafka.transfer import peek as peek_log
-from dashboard import deadletters
 from dashboard.auth import VIEWER, require_role
-from dashboard.collector import adapter_for
-from dashboard.jobguard import Invalid
+from dashboard.collection.collector import adapter_for
+from dashboard.jobs import deadletters
+from dashboard.jobs.guard import Invalid
 from dashboard.kinds.kafka import deadletters as discovery
 from dashboard.kinds.kafka import jobs as kafka_jobs
 from dashboard.kinds.kafka.views.messages import open_reader
@@ -92,7 +92,7 @@ class KafkaDeadLetters:
             queue=dest.key,
             by=request.user.get_username(),
             length=sum(hi - lo for lo, hi in ranges.values()),
-            messages=[deadletters.summary(m) for m in got],
+            messages=[deadletters.summary(m, discovery.death_info) for m in got],
         )
         return redirect(back)
 

@@ -20,14 +20,15 @@ from django.views.decorators.http import require_GET
 from brokers.base import BrokerError
 from brokers.kafka.browse import NotFound, Page, Record, Rejected, TopicReader
 from brokers.kafka.filters import FilterError, Matcher, compile_filters
-from dashboard import messageview
 from dashboard.auth import VIEWER, require_role
-from dashboard.deadletters import text_of
-from dashboard.kinds.kafka.search import TOPIC_NAME, kafka_adapter, shown_bytes
+from dashboard.jobs.deadletters import text_of
+from dashboard.kinds.kafka.search import TOPIC_NAME, kafka_adapter
 from dashboard.kinds.kafka.views import searches as kafka_searches
 from dashboard.kinds.kafka.views.searches import when
 from dashboard.models import Broker, Destination
+from dashboard.views import messageview
 from dashboard.views.api import error
+from dashboard.views.messageview import shown_bytes
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import BadInput, parse_time, whole
 

@@ -1,8 +1,8 @@
 """Publishing one message to a Kafka topic: the page and the API.
 
-`dashboard.views.messages.publish` and `api_publish` hand Kafka brokers over to
-here, so the URLs, roles (operator to send) and audit records ("message.publish")
-are RabbitMQ's. Nothing is sent unless every check passes.
+`dashboard.views.publish.publish` and `api_publish` hand Kafka brokers over to
+here (through `Kind.publish_page` and `Kind.api_publish`), so the URLs, roles
+(operator to send) and audit records ("message.publish") are every kind's. Nothing is sent unless every check passes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from brokers.base import BrokerError
 from brokers.kafka.browse import NotFound, Rejected
 from brokers.kafka.publish import produce
 from dashboard.auth import OPERATOR, audit_publish, forbidden, has_role, publish_failure_audited
-from dashboard.deadletters import text_of
+from dashboard.jobs.deadletters import text_of
 from dashboard.kinds.kafka.search import TOPIC_NAME, kafka_adapter
 from dashboard.kinds.kafka.views.messages import open_reader
 from dashboard.models import Broker, Destination

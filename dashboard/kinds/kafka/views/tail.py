@@ -1,4 +1,4 @@
-"""The live tail page of a Kafka topic; the messages come over the websocket in dashboard/tail.py."""
+"""The live tail page of a Kafka topic; the messages come over the websocket in dashboard/live/tail.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.http import require_GET
 
-from dashboard import tail
 from dashboard.auth import VIEWER, require_role
+from dashboard.live import tail
 from dashboard.models import Destination
 from dashboard.views.pages import get_broker_or_404
 

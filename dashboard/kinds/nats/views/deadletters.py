@@ -24,8 +24,9 @@ from brokers.base import BrokerError
 from brokers.nats.client import Missing
 from brokers.nats.deadletters import CaptureStatus, ensure_capture, newest_advisories
 from brokers.nats.transfer import as_message, dead_letter
-from dashboard import deadletters, jobservice
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
+from dashboard.jobs import deadletters
+from dashboard.jobs import service as jobservice
 from dashboard.kinds import kind_of
 from dashboard.kinds.nats import deadletters as dl
 from dashboard.kinds.nats.views import common as nats_common

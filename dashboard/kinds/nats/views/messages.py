@@ -21,10 +21,8 @@ from django.views.decorators.http import require_GET
 from brokers.base import BrokerError
 from brokers.nats.browse import Page, Rejected, StreamBrowser
 from brokers.nats.client import BadSubject, Missing, StoredMsg, check_subject
-from dashboard import messageview, tail
 from dashboard.auth import VIEWER, require_role
-from dashboard.deadletters import text_of
-from dashboard.kinds.kafka.search import shown_bytes
+from dashboard.jobs.deadletters import text_of
 from dashboard.kinds.nats.connect import nats_client
 from dashboard.kinds.nats.views import publish as nats_publish
 from dashboard.kinds.nats.views.common import (
@@ -33,8 +31,11 @@ from dashboard.kinds.nats.views.common import (
     sentence,
     stream_subjects,
 )
+from dashboard.live import tail
 from dashboard.models import Broker, Destination
+from dashboard.views import messageview
 from dashboard.views.api import error
+from dashboard.views.messageview import shown_bytes
 from dashboard.views.params import BadInput, parse_time, whole
 
 MAX_COUNT = 200  # messages one read shows

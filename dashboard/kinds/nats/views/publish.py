@@ -22,7 +22,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 from brokers.base import BrokerError
 from brokers.nats.client import BadSubject, NoReply, NoResponders, Reply, TooBig, check_subject
 from brokers.nats.wire import header_problem
-from dashboard import messageview
 from dashboard.auth import (
     OPERATOR,
     VIEWER,
@@ -33,8 +32,7 @@ from dashboard.auth import (
     publish_failure_audited,
     require_role,
 )
-from dashboard.deadletters import text_of
-from dashboard.kinds.kafka.search import shown_bytes
+from dashboard.jobs.deadletters import text_of
 from dashboard.kinds.nats.connect import nats_client
 from dashboard.kinds.nats.views.common import (
     api_broker,
@@ -42,7 +40,9 @@ from dashboard.kinds.nats.views.common import (
     stream_subjects,
 )
 from dashboard.models import Broker
+from dashboard.views import messageview
 from dashboard.views.api import error
+from dashboard.views.messageview import shown_bytes
 from dashboard.views.params import MAX_BODY, BadInput, header_pairs, json_object, parse_body, typed
 
 # NATS's own subjects: the JetStream API and acks, cluster internals, the system account.

@@ -16,9 +16,9 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from brokers.base import BrokerError, Message
-from dashboard import deadletters
 from dashboard.auth import OPERATOR, forbidden, has_role
-from dashboard.jobguard import Invalid
+from dashboard.jobs import deadletters
+from dashboard.jobs.guard import Invalid
 from dashboard.kinds.rabbitmq import deadletters as discovery
 from dashboard.kinds.rabbitmq.jobs import source_of
 from dashboard.kinds.rabbitmq.views.messages import find, peek
@@ -87,7 +87,7 @@ class RabbitDeadLetters:
             queue=dest.key,
             by=request.user.get_username(),
             length=dest.backlog,
-            messages=[deadletters.summary(m) for m in got],
+            messages=[deadletters.summary(m, discovery.death_info) for m in got],
         )
         return redirect(back)
 

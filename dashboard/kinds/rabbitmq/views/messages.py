@@ -11,7 +11,6 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from brokers.base import BrokerError, Message, Published, adapter_class
-from dashboard import messageview
 from dashboard.auth import (
     OPERATOR,
     VIEWER,
@@ -22,8 +21,10 @@ from dashboard.auth import (
     publish_failure_audited,
     require_role,
 )
-from dashboard.collector import adapter_for
+from dashboard.collection.collector import adapter_for
+from dashboard.kinds.rabbitmq.deadletters import death_info
 from dashboard.models import Broker, Destination
+from dashboard.views import messageview
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import MAX_BODY, json_object, parse_body, parse_headers, text, typed
 
@@ -149,7 +150,7 @@ def browse(request: HttpRequest, name: str, key: str) -> HttpResponse:
                 settings.SLUICE_BODY_LIMIT,
                 "queue.browse",
             )
-            ctx["shown"] = [messageview.shown(m) for m in got]
+            ctx["shown"] = [messageview.shown(m, death_info) for m in got]
         except BrokerError as exc:
             ctx["error"] = str(exc)
     return render(request, "dashboard/rabbitmq/messages.html", ctx)

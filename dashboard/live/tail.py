@@ -29,7 +29,7 @@ every k-th message is (k from the last second's rate) and the status says
 "showing 50 of 1,200 msg/s". The page keeps MAX_ROWS rows.
 
 Close codes: 4401/4403 no session (or signed out since) or no role, 4429 too
-many live views (all three from dashboard/sockets.py, as for the live socket),
+many live views (all three from dashboard/live/sockets.py, as for the live socket),
 4400 bad parameters, 4404 unknown broker or topic; 1013 ("try again later") when
 the broker cannot be reached, which htmx's ws extension answers by reconnecting.
 """
@@ -55,8 +55,10 @@ from django.template.loader import render_to_string
 
 from brokers import readable
 from brokers.base import BrokerError
+from dashboard.collection.collector import adapter_for
 from dashboard.kinds import kind_of
-from dashboard.sockets import GuardedSocket
+from dashboard.live.sockets import GuardedSocket
+from dashboard.models import Broker
 
 MAX_ROWS = 500  # rows the page keeps
 MAX_ROWS_PER_SECOND = 50  # rows sent a second; above that the tail samples
@@ -434,9 +436,6 @@ class _Refused(Exception):
 
 def _reader_for(broker_name: str, topic: str, query: Mapping[str, str]) -> Reader:
     """The reader a socket asks for, or _Refused with what to tell the page."""
-    from dashboard.collector import adapter_for
-    from dashboard.models import Broker
-
     broker = Broker.objects.filter(name=broker_name, enabled=True).first()
     if broker is None:
         raise _Refused(f"There is no broker {broker_name!r}.", CLOSE_NOT_FOUND)

@@ -1,8 +1,8 @@
-"""Dead letters: where they came from, which a job selects, and which queues hold them.
+"""Dead letters on any kind: which a job selects, what a look keeps of them, how they group.
 
-RabbitMQ records a dead letter's history in headers: `x-death` (newest first:
-queue, reason, exchange, routing-keys, count, time) and the `x-first-death-*`
-trio. These functions read them; they touch no broker.
+Where a dead letter came from is the kind's to say (`Kind.death_info`: x-death
+headers for RabbitMQ, origin headers for Kafka, advisories for NATS); these
+functions take that reading and touch no broker.
 """
 
 from __future__ import annotations
@@ -17,53 +17,8 @@ from django.conf import settings
 
 from brokers import readable
 from brokers.base import Message
-from brokers.rabbitmq.deadletters import history
 from brokers.readable import Unreadable
-
-
-def death_info(message: Message) -> dict[str, Any]:
-    """Reason, original queue, exchange, routing key and time (Unix s) of a dead letter's first
-    death; fields the headers hold in an odd form read "unreadable: ..." (`deaths.history`)."""
-    if "nats_stream" in message.properties:  # a NATS dead letter: stream, consumer, subject
-        from dashboard.kinds.nats.deadletters import death_info as nats_death_info
-
-        return nats_death_info(message)
-    h = history(message.headers)
-    if not h.deaths and not message.headers.get("x-first-death-queue"):
-        if "partition" in message.properties:
-            return _log_death_info(message)  # a Kafka record
-    return {
-        "reason": _shown(h.reason),
-        "queue": _shown(h.queue),
-        "exchange": _shown(h.exchange),
-        "routing_key": _shown(h.routing_key),
-        "count": h.count,
-        "time": h.time
-        if h.time is not None
-        else readable.seconds(message.properties.get("timestamp")),
-        "deaths": list(h.deaths),
-    }
-
-
-def _shown(value: str | Unreadable | None) -> str:
-    return "" if value is None else str(value)
-
-
-def _log_death_info(message: Message) -> dict[str, Any]:
-    """The same facts for a Kafka dead letter, from its origin and exception headers."""
-    from brokers.kafka.transfer import REASON_HEADERS, origin_topic
-
-    headers = message.headers
-    reason = next((headers[h] for h in REASON_HEADERS if isinstance(headers.get(h), str)), "")
-    return {
-        "reason": reason[:300],
-        "queue": origin_topic(message, origin_headers()) or "",
-        "exchange": "",
-        "routing_key": message.routing_key,
-        "count": 1,
-        "time": message.properties.get("timestamp"),
-        "deaths": [],
-    }
+from dashboard.models import DeadLetterScan
 
 
 def text_of(body: bytes | None) -> str | None:
@@ -76,7 +31,12 @@ def text_of(body: bytes | None) -> str | None:
         return None
 
 
-def matches(message: Message, rule: dict[str, Any]) -> bool:
+# A kind's reading of a dead letter (Kind.death_info): reason, original queue,
+# exchange, routing key, count, time (Unix s) and, for RabbitMQ, its deaths.
+DeathInfo = Callable[[Message], dict[str, Any]]
+
+
+def matches(message: Message, rule: dict[str, Any], death_info: DeathInfo) -> bool:
     """Whether a message passes a filter: every given field must hold."""
     info = death_info(message)
     for field in ("reason", "queue", "exchange", "routing_key"):
@@ -106,7 +66,7 @@ def matches(message: Message, rule: dict[str, Any]) -> bool:
     return True
 
 
-def selector(selection: dict[str, Any]) -> Callable[[Message], bool]:
+def selector(selection: dict[str, Any], death_info: DeathInfo) -> Callable[[Message], bool]:
     """The test a job applies to each message, built once per job (ids become a set)."""
     if selection.get("all"):
         return lambda message: True
@@ -115,7 +75,7 @@ def selector(selection: dict[str, Any]) -> Callable[[Message], bool]:
         return lambda message: message.id in ids
     if "filter" in selection:
         rule = selection["filter"]
-        return lambda message: matches(message, rule)
+        return lambda message: matches(message, rule, death_info)
     return lambda message: False
 
 
@@ -254,15 +214,13 @@ def origin_headers() -> tuple[str, ...]:
 
 def latest_scans(broker: Any) -> dict[str, Any]:
     """The latest look at each dead-letter queue or topic, by its key (of the last 500 looks)."""
-    from dashboard.models import DeadLetterScan
-
     scans: dict[str, Any] = {}
     for scan in DeadLetterScan.objects.filter(broker=broker).order_by("-at")[:500]:
         scans.setdefault(scan.queue, scan)
     return scans
 
 
-def summary(message: Message, header: str = "") -> dict[str, Any]:
+def summary(message: Message, death_info: DeathInfo) -> dict[str, Any]:
     """What the dead-letters page keeps of a message: enough to group, filter and pick it."""
     info = death_info(message)
     text = text_of(message.body)

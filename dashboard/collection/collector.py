@@ -20,7 +20,7 @@ from django.db import connection, transaction
 
 from brokers.base import Adapter, BrokerError, Snapshot, connect
 from brokers.base import Destination as Dest
-from dashboard import statuswindow
+from dashboard.collection import statuswindow
 from dashboard.config import connect_options
 from dashboard.kinds import judge_all, kind_of
 from dashboard.models import Broker, Destination, Sample
@@ -143,6 +143,10 @@ _FIELDS = (
 )
 
 
+# One destination's sample: key, backlog, in flight, consumers, in rate, out rate, lag.
+SampleRow = tuple[str, int, int, int, float | None, float | None, int | None]
+
+
 def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) -> None:
     at = datetime.fromtimestamp(now, UTC)
     existing = {
@@ -151,9 +155,27 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
         .values_list("key", "id", "in_total", "out_total", "updated_at")
         .iterator()
     }
+    rows_new, rows_update, samples = _rows(broker, snapshot, existing, now)
+    with transaction.atomic():
+        Destination.objects.bulk_create(rows_new, batch_size=500)
+        _update_rows(rows_update)
+        if existing:  # what is left was not in this snapshot
+            gone_ids = [pk for pk, *_ in existing.values()]
+            Destination.objects.filter(id__in=gone_ids, gone_since__isnull=True).update(
+                gone_since=at
+            )
+        _store_samples(broker, samples, int(now))
+        _mark_up(broker, snapshot, now, elapsed)
+
+
+def _rows(
+    broker: Broker, snapshot: Snapshot, existing: dict[str, tuple[Any, ...]], now: float
+) -> tuple[list[Destination], list[tuple[Any, ...]], list[SampleRow]]:
+    """New rows, updates of known rows and samples; takes each seen key out of `existing`."""
+    at = datetime.fromtimestamp(now, UTC)
     rows_new: list[Destination] = []
     rows_update: list[tuple[Any, ...]] = []
-    samples: list[tuple[str, int, int, int, float | None, float | None, int | None]] = []
+    samples: list[SampleRow] = []
     # A kind's status rules judge some destinations from their recent samples
     # (Kafka groups, NATS consumers: dashboard/kinds/<kind>/status.py).
     since = statuswindow.window_since(now, broker.effective_interval)
@@ -195,68 +217,56 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
         samples.append(
             (dest.key, dest.backlog, dest.in_flight, dest.consumers, in_rate, out_rate, dest.lag)
         )
+    return rows_new, rows_update, samples
 
-    with transaction.atomic():
-        Destination.objects.bulk_create(rows_new, batch_size=500)
-        _update_rows(rows_update)
-        if existing:
-            gone_ids = [pk for pk, *_ in existing.values()]
-            Destination.objects.filter(id__in=gone_ids, gone_since__isnull=True).update(
-                gone_since=at
+
+def _store_samples(broker: Broker, samples: list[SampleRow], ts: int) -> None:
+    ids = dict(
+        Destination.objects.filter(broker=broker, gone_since__isnull=True).values_list("key", "id")
+    )
+    Sample.objects.bulk_create(
+        [
+            Sample(
+                destination_id=ids[key],
+                ts=ts,
+                backlog=b,
+                in_flight=f,
+                consumers=c,
+                in_rate=ir,
+                out_rate=orate,
+                lag=lag,
             )
-        ids = dict(
-            Destination.objects.filter(broker=broker, gone_since__isnull=True).values_list(
-                "key", "id"
-            )
-        )
-        ts = int(now)
-        Sample.objects.bulk_create(
-            [
-                Sample(
-                    destination_id=ids[key],
-                    ts=ts,
-                    backlog=b,
-                    in_flight=f,
-                    consumers=c,
-                    in_rate=ir,
-                    out_rate=orate,
-                    lag=lag,
-                )
-                for key, b, f, c, ir, orate, lag in samples
-            ],
-            batch_size=1000,
-        )
-        health = snapshot.health
-        previous = broker.health or {}
-        dt = now - broker.last_ok.timestamp() if broker.last_ok else 0.0
-        health_json = {
-            **asdict(health),
-            "in_rate": _rate(health.in_rate, health.in_total, previous.get("in_total"), dt),
-            "out_rate": _rate(health.out_rate, health.out_total, previous.get("out_total"), dt),
-            "alarms": health.alarms,
-            "requests": snapshot.requests,
-        }
-        broker.status = Broker.STATUS_UP
-        broker.error = ""
-        broker.down_since = None
-        broker.last_collected = at
-        broker.last_ok = at
-        broker.collect_ms = int(elapsed * 1000)
-        broker.health = health_json
-        fields = [
-            "status",
-            "error",
-            "down_since",
-            "last_collected",
-            "last_ok",
-            "collect_ms",
-            "health",
-        ]
-        if snapshot.topology is not None:
-            broker.topology = asdict(snapshot.topology)
-            broker.topology_at = at
-            fields += ["topology", "topology_at"]
-        broker.save(update_fields=fields)
+            for key, b, f, c, ir, orate, lag in samples
+        ],
+        batch_size=1000,
+    )
+
+
+def _mark_up(broker: Broker, snapshot: Snapshot, now: float, elapsed: float) -> None:
+    """The broker answered: its health, rates from its totals, and its topology when read."""
+    at = datetime.fromtimestamp(now, UTC)
+    health = snapshot.health
+    previous = broker.health or {}
+    dt = now - broker.last_ok.timestamp() if broker.last_ok else 0.0
+    broker.health = {
+        **asdict(health),
+        "in_rate": _rate(health.in_rate, health.in_total, previous.get("in_total"), dt),
+        "out_rate": _rate(health.out_rate, health.out_total, previous.get("out_total"), dt),
+        "alarms": health.alarms,
+        "requests": snapshot.requests,
+    }
+    broker.status = Broker.STATUS_UP
+    broker.error = ""
+    broker.down_since = None
+    broker.last_collected = at
+    broker.last_ok = at
+    broker.collect_ms = int(elapsed * 1000)
+    fields = ["status", "error", "down_since", "last_collected", "last_ok", "collect_ms", "health"]
+    if snapshot.topology is not None:
+        broker.topology = asdict(snapshot.topology)
+        broker.topology_at = at
+        fields += ["topology", "topology_at"]
+    broker.save(update_fields=fields)
 
 
 def _update_rows(rows: list[tuple[Any, ...]]) -> None:

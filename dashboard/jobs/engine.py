@@ -34,7 +34,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from brokers.base import BrokerError, Message, Outgoing, Sent, Transfer
-from dashboard import deadletters
+from dashboard.auth import audit
+from dashboard.jobs import deadletters
+from dashboard.kinds import kind_of
 from dashboard.models import Job, JobChunk
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ class Plan:
     def __init__(self, job: Job, route: Callable[[Message], tuple[str, str] | None]) -> None:
         self.job = job
         self.route = route
-        self.selected = deadletters.selector(job.selection)
+        self.selected = deadletters.selector(job.selection, kind_of(job.broker).death_info)
         self.send: list[Outgoing] = []
         self.send_index: list[int] = []  # each Outgoing's place in the batch
         self.settle: list[Message] = []
@@ -321,8 +323,6 @@ def record_completion(job: Job) -> None:
     Its result is "ok" only if every selected message went where it was to go;
     "failed" if the job failed or none did; "partial" if some did.
     """
-    from dashboard.auth import audit
-
     counts = tally(job)
     delivered = counts[REPLAYED] + counts[MOVED] + counts[DISCARDED]
     undelivered = counts[FAILED] + counts[UNROUTABLE] + counts[NO_ORIGIN]

@@ -8,18 +8,18 @@ from urllib.parse import parse_qsl
 
 from channels.db import database_sync_to_async
 
-from dashboard import live
-from dashboard.sockets import GuardedSocket
+from dashboard.live import watch
+from dashboard.live.sockets import GuardedSocket
 
 
 class LiveConsumer(GuardedSocket):
-    view: live.View | None = None
+    view: watch.View | None = None
 
     async def connect(self) -> None:
         if not await self.admit():
             return
         query = self.scope.get("query_string", b"").decode("utf-8", "replace")
-        view = await database_sync_to_async(live.parse)(dict(parse_qsl(query)).get("view", ""))
+        view = await database_sync_to_async(watch.parse)(dict(parse_qsl(query)).get("view", ""))
         if view is None:
             await self.close(code=4404)
             return
@@ -27,7 +27,7 @@ class LiveConsumer(GuardedSocket):
             return
         self.view = view
         await self.channel_layer.group_add(view.group, self.channel_name)
-        await asyncio.to_thread(live.watch, view)
+        await asyncio.to_thread(watch.watch, view)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -37,7 +37,7 @@ class LiveConsumer(GuardedSocket):
         view, self.view = self.view, None
         if view is not None:
             await self.channel_layer.group_discard(view.group, self.channel_name)
-            await asyncio.to_thread(live.unwatch, view)
+            await asyncio.to_thread(watch.unwatch, view)
         await super().release()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

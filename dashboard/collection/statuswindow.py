@@ -11,6 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from dashboard.models import Sample
+
 WINDOW_COLLECTIONS = 10
 WINDOW_SECONDS = 300
 MIN_COLLECTIONS = 3
@@ -38,8 +40,6 @@ def samples(
 
     At most the last WINDOW_COLLECTIONS per destination.
     """
-    from dashboard.models import Sample
-
     rows = (
         Sample.objects.filter(
             destination__broker=broker,

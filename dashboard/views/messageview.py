@@ -9,7 +9,8 @@ from typing import Any
 from brokers import readable
 from brokers.base import Message
 from brokers.readable import Unreadable
-from dashboard import deadletters
+from dashboard.jobs import deadletters
+from dashboard.jobs.deadletters import DeathInfo
 
 HEX_LIMIT = 4096  # bytes of a binary body shown as hex
 
@@ -23,7 +24,7 @@ def hexdump(data: bytes) -> str:
     return "\n".join(lines)
 
 
-def shown(message: Message) -> dict[str, Any]:
+def shown(message: Message, death_info: DeathInfo | None = None) -> dict[str, Any]:
     """Everything a template needs; all of it is escaped on output.
 
     A property or header the broker holds in a form that cannot be shown
@@ -40,7 +41,8 @@ def shown(message: Message) -> dict[str, Any]:
     props = dict(message.properties)
     if "timestamp" in props:
         props["timestamp"] = timestamp_text(props["timestamp"])
-    deaths = deadletters.death_info(message)["deaths"]
+    # A RabbitMQ dead letter's deaths, from its kind's reading of them.
+    deaths = death_info(message)["deaths"] if death_info is not None else []
     # x-death shows as a table when it is a list; anything else shows raw, as any header.
     as_table = isinstance(message.headers.get("x-death"), list)
     return {
@@ -140,3 +142,27 @@ def json_outline(data: Any, limit: int = OUTLINE_LIMIT) -> list[dict[str, Any]] 
         return True
 
     return rows if walk(data, None) else None
+
+
+def shown_bytes(data: bytes | None, limit: int | None = None) -> dict[str, Any]:
+    """Bytes as text when they are UTF-8, else as hex and base64; `limit` characters at most."""
+    if data is None:
+        return {"null": True, "text": None, "hex": "", "base64": ""}
+    piece = data if limit is None else data[: limit * 4]
+    try:
+        text = piece.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A cut in the middle of a character is still text.
+        if limit is not None and exc.start >= len(piece) - 3 and len(piece) < len(data):
+            text = piece[: exc.start].decode("utf-8", "replace")
+        else:
+            part = data if limit is None else data[:limit]
+            return {
+                "null": False,
+                "text": None,
+                "hex": part.hex(" "),
+                "base64": base64.b64encode(part).decode(),
+            }
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    return {"null": False, "text": text, "hex": "", "base64": ""}

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
+from dashboard.collection.queries import bucketed
 from dashboard.models import Rollup, Sample
-from dashboard.queries import bucketed
 
 
 def roll_up(until: int) -> int:
