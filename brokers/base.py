@@ -9,10 +9,8 @@ passed to the constructor, and every failure leaves the adapter as a
 from __future__ import annotations
 
 import importlib
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 
 class BrokerError(Exception):
@@ -381,8 +379,6 @@ OPTIONS: dict[str, dict[str, bool]] = {
     },
 }
 
-SECRET_OPTIONS = {"password", "sasl_password", "token"}
-
 
 def adapter_class(kind: str) -> type:
     try:
@@ -409,40 +405,3 @@ def connect(kind: str, options: dict[str, Any], timeout: float = 3.0) -> Adapter
     """An adapter for a broker of `kind` configured by `options`."""
     adapter: Adapter = adapter_class(kind)(timeout=timeout, **options)
     return adapter
-
-
-VAR_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced: amqp://guest:•••@host/."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "•••"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    if parts.password and VAR_REF.fullmatch(parts.password):
-        return url  # a ${VAR} reference names the secret without revealing it
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    netloc = f"{user}:•••@{hostport}" if user else f"•••@{hostport}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-MASK = "•••"
-
-
-def redact_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Options fit to show: passwords masked, URL passwords redacted, ${VAR} kept."""
-    if not isinstance(options, dict):  # a row written by hand or by an older version
-        return {"unreadable": "the stored options are not a JSON object"}
-    shown: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in SECRET_OPTIONS and isinstance(value, str) and not VAR_REF.fullmatch(value):
-            shown[key] = MASK
-        elif isinstance(value, str) and "://" in value:
-            shown[key] = redact_url(value)
-        else:
-            shown[key] = value
-    return shown

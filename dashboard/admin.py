@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
-from brokers.base import MASK, redact_options
+from brokers.redact import MASK, redact_options
 from dashboard import auth, config
 from dashboard.models import ApiToken, AuditEntry, Broker
 

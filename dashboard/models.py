@@ -11,7 +11,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from brokers.base import OPTIONS, redact_options
+from brokers.base import OPTIONS
+from brokers.redact import redact_options
 from dashboard.kinds import KINDS as REGISTERED
 from dashboard.kinds import status_labels
 

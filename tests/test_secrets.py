@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from brokers.base import redact_url
+from brokers.redact import redact_url
 from dashboard.collection import collector
 from dashboard.models import Broker, Destination
 

@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from brokers.base import BrokerError, Destination, Message, Node, Published, Snapshot, redact_url
+from brokers.base import BrokerError, Destination, Message, Node, Published, Snapshot
 from brokers.nats import monitor_server as server_map
 from brokers.nats.monitor import (
     NatsHealth,
@@ -61,6 +61,7 @@ from brokers.nats.monitor import (
     jetstream_server,
     parse_time,
 )
+from brokers.redact import redact_url
 
 JSZ_PARAMS = {
     "accounts": "true",

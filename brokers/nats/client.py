@@ -55,7 +55,7 @@ from typing import Any, Self, TypeVar
 import nats.errors
 from nats.aio.msg import Msg
 
-from brokers.base import BrokerError, redact_url
+from brokers.base import BrokerError
 from brokers.nats import internals
 
 # The data, errors and helpers live in nats_wire; they are imported from here.
@@ -91,6 +91,7 @@ from brokers.nats.wire import (
     status_of,
     stream_name,
 )
+from brokers.redact import redact_url
 
 __all__ = [
     "BadSubject",

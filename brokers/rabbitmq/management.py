@@ -11,7 +11,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 
-from brokers.base import BrokerError, redact_url
+from brokers.base import BrokerError
+from brokers.redact import redact_url
 
 PAGE_SIZE = 500  # the management API's maximum
 

@@ -71,8 +71,6 @@ class Kind:
     x_headers_owner: ClassVar[str] = "the broker"  # who writes the x- headers it keeps
     # The URL name of the page listing its dead letters, under /brokers/<name>/.
     dead_letters_page: ClassVar[str] = "dashboard:deadletters"
-    # The live tail's Reader (dashboard/live/tail.py), as a dotted path; "" for none.
-    tail_reader: ClassVar[str] = ""
 
     # -- urls ------------------------------------------------------------------
 

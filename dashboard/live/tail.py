@@ -5,7 +5,7 @@ consumer), a tail is personal: each viewer chooses the topic, partition and
 starting point, and nothing else in Sluice needs the messages. So the consumer
 here owns a reader for as long as its socket is open.
 
-    browser ── ws/tail/<broker>/<topic>?partition=&last= ──► TailConsumer
+    browser ── ws/tail/<broker>/<topic>?partition=&last= ──► KafkaTailConsumer
                                                                │ one thread per socket
                                                                ▼
                                                   Reader.start / poll / close
@@ -15,9 +15,10 @@ here owns a reader for as long as its socket is open.
 A `Reader` hides the broker: `start()` positions it (raising `BrokerError`),
 `poll(timeout)` returns `Record`s, `close()` releases it. All three run on the
 socket's own thread, one after the other, so the event loop never blocks and
-the client is never used from two threads. Another broker's tail subclasses
+the client is never used from two threads. Each kind's tail subclasses
 `TailConsumer`, naming its page (`template`) and building its reader
-(`make_reader`): NATS does so in dashboard/kinds/nats/tail.py, for a core subscription.
+(`make_reader`), and mounts its route (`Kind.websocket_urls`): Kafka in
+dashboard/kinds/kafka/tail.py, NATS in dashboard/kinds/nats/tail.py (a core subscription).
 
 What is pushed: HTML fragments, swapped by htmx's ws extension by id
 (`#tail-rows` gets rows prepended, `#tail-status` the rate once a second,
@@ -37,13 +38,11 @@ the broker cannot be reached, which htmx's ws extension answers by reconnecting.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import math
-import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,10 +54,7 @@ from django.template.loader import render_to_string
 
 from brokers import readable
 from brokers.base import BrokerError
-from dashboard.collection.collector import adapter_for
-from dashboard.kinds import kind_of
 from dashboard.live.sockets import GuardedSocket
-from dashboard.models import Broker
 
 MAX_ROWS = 500  # rows the page keeps
 MAX_ROWS_PER_SECOND = 50  # rows sent a second; above that the tail samples
@@ -71,10 +67,6 @@ BODY_CHARS = 200
 KEY_CHARS = 80
 HEADER_CHARS = 60
 HEX_BYTES = 48
-TEMPLATE = "dashboard/kafka/tail.html"
-
-# Apache Kafka's rule for topic names (kafka.common.internals.Topic).
-TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_TRY_LATER = 4400, 4404, 1013
 
@@ -117,15 +109,6 @@ class Reader(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def reader_class(dotted: str) -> Callable[[Any, str, int | None, int], Reader]:
-    """A kind's Reader (`Kind.tail_reader`), imported on first use."""
-    module, name = dotted.rsplit(".", 1)
-    cls: Callable[[Any, str, int | None, int], Reader] = getattr(
-        importlib.import_module(module), name
-    )
-    return cls
 
 
 # -- counting and sampling ----------------------------------------------------
@@ -228,25 +211,8 @@ def row(record: Record) -> dict[str, Any]:
     }
 
 
-def _fragment(part: str, template: str = TEMPLATE, **ctx: Any) -> str:
+def _fragment(part: str, template: str, **ctx: Any) -> str:
     return render_to_string(f"{template}#{part}", {"oob": True, **ctx})
-
-
-def parse_options(params: Mapping[str, str]) -> tuple[int | None, int]:
-    """(partition or None for all, last N per partition) from the page's query; ValueError."""
-    raw_partition = (params.get("partition") or "").strip()
-    raw_last = (params.get("last") or "").strip()
-    partition = None
-    if raw_partition:
-        if not raw_partition.isdigit() or int(raw_partition) > 1_000_000:
-            raise ValueError("The partition is a number from 0, or empty for all partitions.")
-        partition = int(raw_partition)
-    last = 0
-    if raw_last:
-        if not raw_last.isdigit() or int(raw_last) > MAX_LAST:
-            raise ValueError(f"Start from the last 0 to {MAX_LAST} messages of each partition.")
-        last = int(raw_last)
-    return partition, last
 
 
 # -- the websocket ------------------------------------------------------------
@@ -256,8 +222,8 @@ class TailConsumer(GuardedSocket):
     """One tail per socket: checks the user, starts a reader, pushes rows and the rate."""
 
     # Only the sign-out reaches a tail through the channel layer (GuardedSocket).
-    # The page whose partials (rows, status, controls, error) are pushed.
-    template = TEMPLATE
+    # The page whose partials (rows, status, controls, error) are pushed: each kind's own.
+    template = ""
 
     reader: Reader | None = None
     paused = False
@@ -275,7 +241,7 @@ class TailConsumer(GuardedSocket):
         query = dict(parse_qsl(self.scope.get("query_string", b"").decode("utf-8", "replace")))
         try:
             self.reader = await database_sync_to_async(self.make_reader)(kwargs, query)
-        except _Refused as exc:
+        except Refused as exc:
             await self._fail(exc.message, exc.code)
             return
         self.meter, self.sampler = Meter(time.monotonic()), Sampler()
@@ -283,8 +249,11 @@ class TailConsumer(GuardedSocket):
         self._tasks = (asyncio.create_task(self._read()),)
 
     def make_reader(self, kwargs: Mapping[str, str], query: Mapping[str, str]) -> Reader:
-        """The reader this socket asks for, or _Refused; runs in a thread (it reads the database)."""
-        return _reader_for(kwargs["broker"], kwargs["topic"], query)
+        """The reader this socket asks for, or Refused; runs in a thread (it reads the database).
+
+        Each kind's consumer says (dashboard/kinds/<kind>/tail.py).
+        """
+        raise NotImplementedError
 
     def _fragment(self, part: str, **ctx: Any) -> str:
         return _fragment(part, template=self.template, **ctx)
@@ -427,29 +396,8 @@ def _order(record: Record) -> tuple[float, int, int]:
     return (record.timestamp or 0.0, record.partition or 0, record.position or 0)
 
 
-class _Refused(Exception):
+class Refused(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
-
-
-def _reader_for(broker_name: str, topic: str, query: Mapping[str, str]) -> Reader:
-    """The reader a socket asks for, or _Refused with what to tell the page."""
-    broker = Broker.objects.filter(name=broker_name, enabled=True).first()
-    if broker is None:
-        raise _Refused(f"There is no broker {broker_name!r}.", CLOSE_NOT_FOUND)
-    dotted = kind_of(broker).tail_reader
-    if not dotted:
-        raise _Refused(f"A live tail is not available for {broker.kind} brokers.", CLOSE_NOT_FOUND)
-    if not TOPIC_NAME.fullmatch(topic):
-        raise _Refused(f"{topic!r} is not a valid topic name.", CLOSE_BAD_REQUEST)
-    try:
-        partition, last = parse_options(query)
-    except ValueError as exc:
-        raise _Refused(str(exc), CLOSE_BAD_REQUEST) from None
-    try:
-        adapter = adapter_for(broker)
-    except BrokerError as exc:  # a ${VAR} in its options that is not set
-        raise _Refused(exc.message, CLOSE_TRY_LATER if exc.retryable else CLOSE_NOT_FOUND) from None
-    return reader_class(dotted)(adapter, topic, partition, last)

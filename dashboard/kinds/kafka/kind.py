@@ -11,6 +11,7 @@ from brokers.base import Message, Transfer
 from dashboard.jobs.guard import Invalid
 from dashboard.kinds import Kind
 from dashboard.kinds.kafka import deadletters, jobs, status, urls
+from dashboard.kinds.kafka.tail import KafkaTailConsumer
 from dashboard.kinds.kafka.views import deadletters as deadletters_page
 from dashboard.kinds.kafka.views import publish
 from dashboard.models import Broker, Destination, Job
@@ -28,7 +29,6 @@ class Kafka(Kind):
     broker_actions_template = "dashboard/kafka/broker_actions.html"
     edit_target_template = "dashboard/kafka/deadletters/edit_target.html"
     x_headers_owner = "the broker or the dead-letter producer"
-    tail_reader = "dashboard.kinds.kafka.tail.KafkaReader"
 
     def broker_urls(self) -> list[Route]:
         return urls.broker_urls
@@ -38,6 +38,9 @@ class Kafka(Kind):
 
     def site_urls(self) -> list[Route]:
         return [path("searches/", include(urls.search_urls))]
+
+    def websocket_urls(self) -> list[Route]:
+        return [path("ws/tail/<str:broker>/<str:topic>", KafkaTailConsumer.as_asgi())]
 
     def status_rules(self, broker: Broker, since: float, now: float) -> Any:
         return status.rules(broker, since, now)

@@ -34,6 +34,7 @@ RUN_SEARCH = "dashboard.tasks.run_search"  # the task's name, kept from when it 
 
 log = logging.getLogger(__name__)
 
+# Apache Kafka's rule for topic names (kafka.common.internals.Topic).
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 RESULT_LIMIT = 500  # matches kept and shown; the count goes on past it
 PREVIEW = 200  # characters of a value kept with each result

@@ -9,14 +9,30 @@ kafka-python is imported here and in brokers/kafka/adapter.py only.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from brokers.base import BrokerError
-from dashboard.live.tail import CHECK_SECONDS, PREVIEW_BYTES, Record
+from dashboard.collection.collector import adapter_for
+from dashboard.kinds.kafka.search import TOPIC_NAME
+from dashboard.live.tail import (
+    CHECK_SECONDS,
+    CLOSE_BAD_REQUEST,
+    CLOSE_NOT_FOUND,
+    CLOSE_TRY_LATER,
+    MAX_LAST,
+    PREVIEW_BYTES,
+    Reader,
+    Record,
+    Refused,
+    TailConsumer,
+)
+from dashboard.models import Broker
 
+TEMPLATE = "dashboard/kafka/tail.html"
 FIRST_FETCH_MS = 400  # the fetch that learns where partitions end, at most
 
 
@@ -131,3 +147,49 @@ def _record(r: Any, earlier: bool) -> Record:
         ),
         earlier=earlier,
     )
+
+
+class KafkaTailConsumer(TailConsumer):
+    """The tail's websocket for a Kafka topic: ws/tail/<broker>/<topic>?partition=&last=."""
+
+    template = TEMPLATE
+
+    def make_reader(self, kwargs: Mapping[str, str], query: Mapping[str, str]) -> Reader:
+        return reader_for(kwargs["broker"], kwargs["topic"], query)
+
+
+def parse_options(params: Mapping[str, str]) -> tuple[int | None, int]:
+    """(partition or None for all, last N per partition) from the page's query; ValueError."""
+    raw_partition = (params.get("partition") or "").strip()
+    raw_last = (params.get("last") or "").strip()
+    partition = None
+    if raw_partition:
+        if not raw_partition.isdigit() or int(raw_partition) > 1_000_000:
+            raise ValueError("The partition is a number from 0, or empty for all partitions.")
+        partition = int(raw_partition)
+    last = 0
+    if raw_last:
+        if not raw_last.isdigit() or int(raw_last) > MAX_LAST:
+            raise ValueError(f"Start from the last 0 to {MAX_LAST} messages of each partition.")
+        last = int(raw_last)
+    return partition, last
+
+
+def reader_for(broker_name: str, topic: str, query: Mapping[str, str]) -> Reader:
+    """The reader a socket asks for, or Refused with what to tell the page."""
+    broker = Broker.objects.filter(name=broker_name, enabled=True).first()
+    if broker is None:
+        raise Refused(f"There is no broker {broker_name!r}.", CLOSE_NOT_FOUND)
+    if broker.kind != "kafka":
+        raise Refused(f"A live tail is not available for {broker.kind} brokers.", CLOSE_NOT_FOUND)
+    if not TOPIC_NAME.fullmatch(topic):
+        raise Refused(f"{topic!r} is not a valid topic name.", CLOSE_BAD_REQUEST)
+    try:
+        partition, last = parse_options(query)
+    except ValueError as exc:
+        raise Refused(str(exc), CLOSE_BAD_REQUEST) from None
+    try:
+        adapter = adapter_for(broker)
+    except BrokerError as exc:  # a ${VAR} in its options that is not set
+        raise Refused(exc.message, CLOSE_TRY_LATER if exc.retryable else CLOSE_NOT_FOUND) from None
+    return KafkaReader(adapter, topic, partition, last)

@@ -38,8 +38,8 @@ from dashboard.live.tail import (
     PREVIEW_BYTES,
     Reader,
     Record,
+    Refused,
     TailConsumer,
-    _Refused,
 )
 from dashboard.models import Broker
 
@@ -118,15 +118,15 @@ class NatsTailConsumer(TailConsumer):
         name = kwargs["broker"]
         broker = Broker.objects.filter(name=name, enabled=True).first()
         if broker is None:
-            raise _Refused(f"There is no broker {name!r}.", CLOSE_NOT_FOUND)
+            raise Refused(f"There is no broker {name!r}.", CLOSE_NOT_FOUND)
         if broker.kind != "nats":
-            raise _Refused(f"{name} is not a NATS broker.", CLOSE_NOT_FOUND)
+            raise Refused(f"{name} is not a NATS broker.", CLOSE_NOT_FOUND)
         try:
             subject = check_subject((query.get("subject") or "").strip(), wildcards=True)
         except BadSubject as exc:
-            raise _Refused(f"Cannot tail that subject: {exc}.", CLOSE_BAD_REQUEST) from None
+            raise Refused(f"Cannot tail that subject: {exc}.", CLOSE_BAD_REQUEST) from None
         if subject.startswith(INTERNAL_PREFIXES):
-            raise _Refused(
+            raise Refused(
                 f"Cannot tail {subject.split('.')[0]}. subjects: they are NATS's own (the "
                 "JetStream API, acknowledgements, the system account).",
                 CLOSE_BAD_REQUEST,

@@ -11,6 +11,8 @@ from django.urls import path
 from django.views.decorators.http import require_GET
 
 from dashboard.auth import VIEWER, require_role
+from dashboard.kinds.kafka.search import TOPIC_NAME
+from dashboard.kinds.kafka.tail import parse_options
 from dashboard.live import tail
 from dashboard.models import Destination
 from dashboard.views.pages import get_broker_or_404
@@ -21,7 +23,7 @@ from dashboard.views.pages import get_broker_or_404
 def tail_page(request: HttpRequest, name: str, topic: str) -> HttpResponse:
     """Reading without a group has no side effect, so viewers may watch."""
     broker = get_broker_or_404(name)
-    if broker.kind != "kafka" or not tail.TOPIC_NAME.fullmatch(topic):
+    if broker.kind != "kafka" or not TOPIC_NAME.fullmatch(topic):
         raise Http404("No live tail here.")
     dest = Destination.objects.filter(broker=broker, key=f"topic/{topic}").first()
     ctx: dict[str, Any] = {
@@ -37,7 +39,7 @@ def tail_page(request: HttpRequest, name: str, topic: str) -> HttpResponse:
         "window": int(tail.RATE_WINDOW),
     }
     try:
-        partition, last = tail.parse_options(request.GET)
+        partition, last = parse_options(request.GET)
     except ValueError as exc:
         ctx["error"] = str(exc)
     else:
