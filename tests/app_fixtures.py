@@ -81,17 +81,6 @@ def rabbit_broker(db: Any, rabbitmq: dict[str, str]) -> Any:
 
 
 @pytest.fixture
-def dead_broker(db: Any) -> Any:
-    from dashboard.models import Broker
-
-    return Broker.objects.create(
-        name="dead-rabbit",
-        kind="rabbitmq",
-        options={"management_url": f"http://127.0.0.1:{closed_port()}"},
-    )
-
-
-@pytest.fixture
 def amqp(rabbitmq: dict[str, str]) -> Iterator[Any]:
     """A pika channel on the real RabbitMQ; queues it declares are deleted afterwards."""
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq["amqp_url"]))

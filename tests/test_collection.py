@@ -1,4 +1,7 @@
-"""Collection against the real RabbitMQ: stored state, rates, ranking, down brokers, history."""
+"""Collection against the real RabbitMQ: stored state, rates, ranking, history.
+
+A broker that is down, for every kind, is in tests/contract/test_collect.py.
+"""
 
 from __future__ import annotations
 
@@ -70,56 +73,6 @@ def test_a_consumer_shows_up_and_drains(rabbit_broker, amqp, unique_name, rabbit
         assert seen.details["consumers"][0]["ack_required"] is True
     finally:
         consumer_conn.close()
-
-
-def test_unreachable_broker_is_down_and_others_keep_updating(
-    rabbit_broker, dead_broker, amqp, unique_name, client_for
-):
-    queue = f"alive-{unique_name}"
-    amqp.queue_declare(queue)
-    amqp.basic_publish("", queue, b"1")
-
-    assert collector.collect(dead_broker) is False
-    dead_broker.refresh_from_db()
-    assert dead_broker.status == "down"
-    assert "cannot reach" in dead_broker.error or "refused" in dead_broker.error
-    first_down = dead_broker.down_since
-    assert first_down is not None
-
-    wait_for(lambda: (d := collected(rabbit_broker, f"//{queue}")) and d.backlog == 1)
-    rabbit_broker.refresh_from_db()
-    assert rabbit_broker.status == "up"
-
-    # Down since the first failure, not the latest.
-    collector.collect(dead_broker)
-    dead_broker.refresh_from_db()
-    assert dead_broker.down_since == first_down
-
-    carol = client_for("carol")
-    for url in ["/", "/brokers/dead-rabbit/", "/brokers/rabbit/"]:
-        assert carol.get(url).status_code == 200
-    overview = carol.get("/").content.decode()
-    assert "Unreachable since" in overview
-    brokers = {b["name"]: b for b in carol.get("/api/v1/brokers").json()["brokers"]}
-    assert brokers["dead-rabbit"]["status"] == "down"
-    assert brokers["dead-rabbit"]["error"]
-    assert brokers["rabbit"]["status"] == "up"
-
-
-def test_broker_recovers_by_itself(db, rabbitmq):
-    broker = Broker.objects.create(
-        name="flaky", kind="rabbitmq", options={"management_url": "http://127.0.0.1:1"}
-    )
-    assert collector.collect(broker) is False
-    # The operator (or the network) fixes it; the next collection sees it up.
-    broker.options = {
-        "management_url": rabbitmq["management_url"],
-        "amqp_url": rabbitmq["amqp_url"],
-    }
-    broker.save()
-    assert collector.collect(broker) is True
-    broker.refresh_from_db()
-    assert (broker.status, broker.error, broker.down_since) == ("up", "", None)
 
 
 def _dest(broker: Broker, key: str, **values: Any) -> Destination:

@@ -1,9 +1,10 @@
-"""Destructive jobs start only from a confirmed preview, on the real brokers.
+"""Destructive RabbitMQ jobs start only from a confirmed preview, on the real broker.
 
-A RabbitMQ job takes messages off its queue (a discard deletes them); a NATS
-replay with delete_original deletes each original. Through the API neither runs
-in one call, a discard outside the dead-letter queues is for admins, and a
-preview that went stale is said to be so at start.
+A RabbitMQ job takes messages off its queue; a discard deletes them. Through the
+API none runs in one call, a discard outside the dead-letter queues is for
+admins, and a preview that went stale is said to be so at start. That every
+kind's replay which removes its originals needs a confirmed preview is in the
+contract suite (tests/contract/test_bad_input.py).
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ from dashboard.jobs import engine as jobs
 from dashboard.jobs import service as jobservice
 from dashboard.models import AuditEntry, Destination, Job
 from tests import test_jobs
-from tests.nats import test_replay as test_nats_replay
-from tests.nats.test_replay import stored
 from tests.test_jobs import kill, source
 
 pytestmark = pytest.mark.django_db
 
-# Fixtures shared with the engine tests: dead letters in RabbitMQ, and in NATS.
+# The engine tests' fixture: dead letters in RabbitMQ.
 dl = test_jobs.dl
-capture, dead = test_nats_replay.capture, test_nats_replay.dead
 
 
 def api(client: Any, token: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -62,16 +60,6 @@ def test_an_operator_cannot_empty_a_queue_in_one_call(rabbit_broker, dl, token_f
     assert "/start" in response.json()["error"]
     assert Job.objects.count() == 0
     assert dl.depth(dl.dlq) == 6
-
-
-def test_a_replay_that_takes_originals_off_the_queue_also_starts_from_a_preview(
-    rabbit_broker, dl, token_for, client
-):
-    kill(dl, 2)
-    key = source(rabbit_broker, dl).key
-    body = {"broker": "rabbit", "action": "replay", "source": key, "selection": {"all": True}}
-    assert api(client, token_for("bob"), "/jobs", body).status_code == 409
-    assert Job.objects.count() == 0 and dl.depth(dl.dlq) == 2
 
 
 def test_preview_then_confirm_discards_what_the_preview_counted(
@@ -221,45 +209,3 @@ def test_the_preview_page_shows_what_will_be_removed_and_confirms_it(
     )
     assert response.status_code == 302
     assert Job.objects.get(pk=job.pk).state == Job.QUEUED
-
-
-def test_a_nats_replay_that_deletes_its_originals_starts_from_a_preview(
-    nats_broker, js, dead, token_for, client
-):
-    token = token_for("bob")
-    body = {
-        "broker": "nats",
-        "action": "replay",
-        "source": f"advisories/{dead['capture']}",
-        "selection": {"filter": {"stream": dead["stream"]}},
-        "delete_original": True,
-    }
-    response = api(client, token, "/jobs", body)
-    assert response.status_code == 409 and "dry_run" in response.json()["error"]
-    assert Job.objects.count() == 0
-    assert len(stored(js, dead["stream"])) == 6
-
-    job = api(client, token, "/jobs", {**body, "dry_run": True}).json()
-    assert job["preview"]["selected"] == 6
-    estimate = job["preview"]["estimate"]
-    assert job["preview"]["confirm"] == f"replay {estimate} from advisories/{dead['capture']}"
-    assert api(client, token, f"/jobs/{job['id']}/start").status_code == 409
-    confirm = {"confirm": job["preview"]["confirm"]}
-    assert api(client, token, f"/jobs/{job['id']}/start", confirm).status_code == 200
-    assert run(job["id"]).replayed == 6
-    # The six originals (1-6) deleted, each after its copy (7-12) was acknowledged.
-    assert [m.seq for m in stored(js, dead["stream"])] == list(range(7, 13))
-
-
-def test_a_nats_replay_that_keeps_its_originals_may_start_at_once(
-    nats_broker, js, dead, token_for, client
-):
-    body = {
-        "broker": "nats",
-        "action": "replay",
-        "source": f"advisories/{dead['capture']}",
-        "selection": {"filter": {"stream": dead["stream"]}},
-    }
-    response = api(client, token_for("bob"), "/jobs", body)
-    assert response.status_code == 201 and response.json()["state"] == "queued"
-    assert "confirm" not in (response.json()["preview"] or {})

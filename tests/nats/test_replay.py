@@ -1,7 +1,9 @@
 """Replaying NATS dead letters with the job engine, on the real nats-server.
 
 Copies are checked by reading the target stream back with nats-py's own
-message get, not with Sluice's code.
+message get, not with Sluice's code. What every kind does (lineage, bad
+requests, cancel and resume, kill -9) is in the contract suite, tests/contract/,
+on a dead-letter stream; here is what is NATS's own, mostly the advisories.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import json
 from typing import Any
 
 import pytest
-from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
 from dashboard.collection import collector
@@ -275,79 +276,6 @@ def test_dry_run_then_start_through_the_api(
     assert job.state == Job.PREVIEW and job.cursor["next"] == job.cursor["first"]
 
 
-def test_bad_requests_change_nothing(nats_broker, js, capture, unique_name) -> None:
-    cases: list[tuple[dict[str, Any], str]] = [
-        ({"source": "advisories/NO_SUCH_STREAM"}, "capture stream is not there"),
-        ({"source": "queue/x"}, "source must be"),
-        ({"source": f"advisories/{capture}", "destination": "a b"}, "cannot contain spaces"),
-        ({"source": f"advisories/{capture}", "destination": "orders.*"}, "has a wildcard"),
-        (
-            {"source": f"advisories/{capture}", "destination": f"nowhere.{unique_name}"},
-            "no stream stores",
-        ),
-        ({"source": f"advisories/{capture}", "action": "discard"}, "not discarded"),
-        ({"source": f"advisories/{capture}", "action": "move"}, "move needs a destination"),
-        ({"source": f"advisories/{capture}", "delete_original": "yes"}, "true or false"),
-        (
-            {"source": f"advisories/{capture}", "selection": {"filter": {"colour": 1}}},
-            "unknown filter",
-        ),
-        ({"source": f"advisories/{capture}", "batch_size": 0}, "batch_size"),
-    ]
-    for data, says in cases:
-        with pytest.raises(jobservice.Invalid, match=says):
-            jobservice.check(nats_broker, {"action": "replay", **data})
-    assert Job.objects.count() == 0
-
-
-def test_rate_limit_cancel_and_resume_go_on_from_the_cursor(
-    nats_broker, js, capture, unique_name
-) -> None:
-    """A job cancelled between batches resumes from its cursor; every message arrives once."""
-    stream = f"BIG_{unique_name}"
-    js.add_stream(stream, [f"{stream}.>"])
-
-    async def fill(ctx: Any) -> None:
-        for n in range(300):
-            await ctx.publish(f"{stream}.{n}", str(n).encode())
-        await ctx.add_consumer(stream, ConsumerConfig(durable_name="w", max_deliver=1))
-        sub = await ctx.pull_subscribe_bind(durable="w", stream=stream)
-        while True:
-            try:
-                msgs = await sub.fetch(100, timeout=1)
-            except TimeoutError:
-                break
-            for m in msgs:
-                await m.term()
-
-    js(fill)
-    retry = f"R_{unique_name}"
-    js(lambda ctx: ctx.add_stream(StreamConfig(name=retry, subjects=[f"{retry}.>"])))
-    job = make_job(
-        nats_broker,
-        source=f"advisories/{capture}",
-        selection=ours(stream),
-        destination=f"{retry}.x",
-        batch_size=50,
-        rate=1000,
-    )
-    batches = []
-
-    def progress(j: Job) -> None:
-        batches.append(j.done)
-        if j.done >= 100:
-            Job.objects.filter(pk=j.pk).update(state=Job.CANCELLING)
-
-    job = jobs.run(job.pk, jobservice.transfer_for, jobservice.router, on_progress=progress)
-    assert job.state == "cancelled" and job.done == 100, (job.state, job.done)
-    assert batches[0] == 50  # batches no larger than asked
-    Job.objects.filter(pk=job.pk).update(state=Job.QUEUED)
-    job = run(job)
-    assert (job.state, job.done, job.replayed) == ("done", 300, 300)
-    got = sorted(int(m.data) for m in stored(js, retry))
-    assert got == list(range(300))
-
-
 def test_an_operator_edits_one_dead_letter_then_replays_only_it(
     nats_broker, js, dead, client_for, personas
 ) -> None:
@@ -397,27 +325,11 @@ def test_an_operator_edits_one_dead_letter_then_replays_only_it(
     assert entry.user == "bob" and entry.detail["edit"]["id"] == f"{stream}:3"
 
 
-def test_an_edit_that_would_purge_or_inject_headers_is_refused(
+def test_the_edit_form_refuses_a_purging_edit_and_a_message_gone_from_its_stream(
     nats_broker, js, dead, client_for
 ) -> None:
+    """The API's refusals of such edits are in the contract suite's NATS registration."""
     stream, source = dead["stream"], f"advisories/{dead['capture']}"
-    for headers, says in (
-        ({"Nats-Rollup": "sub"}, "would purge messages"),
-        ({"trace": "t\r\nNats-Rollup: all"}, "cannot hold a line break"),
-        ({"bad name": "v"}, "letters, digits"),
-        ({"count": 3}, "must have a text value"),
-    ):
-        edit = {"id": f"{stream}:3", "headers": headers}
-        with pytest.raises(jobservice.Invalid, match=says):
-            jobservice.check(
-                nats_broker,
-                {
-                    "action": "replay",
-                    "source": source,
-                    "selection": {"ids": [edit["id"]]},
-                    "edit": edit,
-                },
-            )
     operator = client_for("bob")
     response = csrf_post(
         operator,

@@ -1,0 +1,1 @@
+"""The contract suite: the same tests for every broker kind, each at its real broker."""
