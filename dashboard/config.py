@@ -27,6 +27,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from brokers.base import OPTIONS
+from dashboard.models import Broker
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -208,7 +209,6 @@ _synced: tuple[str, float] | None = None
 def sync(path: str | Path | None = None, force: bool = False) -> bool:
     """Make the DB's file-sourced brokers match the file; True if it read the file."""
     global _synced
-    from dashboard.models import Broker
 
     if path is None:
         from django.conf import settings
