@@ -39,7 +39,6 @@ class DeadLetterPage(Protocol):
     terms: ClassVar[dict[str, str]]  # the words for its sources and columns
     group_names: ClassVar[dict[str, str]]  # what a look's messages may be grouped by
     gone: ClassVar[str]  # where a message to edit was looked for
-    errors: ClassVar[tuple[type[Exception], ...]]  # its own bad-input errors
 
     def about(self) -> dict[str, Any]:
         """What about_template shows: the patterns and headers discovery goes by."""
@@ -211,10 +210,9 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
     if page is None:
         return _elsewhere(broker)
     back = f"{reverse('dashboard:deadletters', args=[broker.name])}?queue="
-    refused: tuple[type[Exception], ...] = (jobservice.Invalid, BrokerError, *page.errors)
     try:
         dest, message = page.to_edit(request, broker)
-    except refused as exc:
+    except (jobservice.Invalid, BrokerError) as exc:
         flash.error(request, str(exc))
         return redirect("dashboard:deadletters", name=broker.name)
     if message is None:

@@ -21,6 +21,7 @@ from brokers.kafka.transfer import LogTransfer, log_range, origin_topic, peek
 from dashboard.collection.collector import adapter_for
 from dashboard.jobs import deadletters
 from dashboard.jobs import engine as jobs
+from dashboard.jobs.guard import Invalid
 from dashboard.kinds.kafka import deadletters as discovery
 from dashboard.models import Broker, Destination, Job
 
@@ -28,10 +29,6 @@ ACTIONS = ("replay", "move")
 # Records per batch: each batch costs a fetch, a produce round trip and a database
 # write, so a log replay takes larger ones than a queue's.
 DEFAULT_BATCH = 2000
-
-
-class Invalid(ValueError):
-    """Bad input; the message says what to change."""
 
 
 def topic_of(broker: Broker, key: str) -> Destination:

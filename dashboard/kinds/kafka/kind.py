@@ -8,7 +8,6 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 
 from brokers.base import Message, Transfer
-from dashboard.jobs.guard import Invalid
 from dashboard.kinds import Kind
 from dashboard.kinds.kafka import deadletters, jobs, status, urls
 from dashboard.kinds.kafka.tail import KafkaTailConsumer
@@ -52,10 +51,7 @@ class Kafka(Kind):
         return deadletters.death_info(message)
 
     def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return jobs.check(broker, data)
-        except jobs.Invalid as exc:
-            raise Invalid(str(exc)) from None
+        return jobs.check(broker, data)
 
     def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
         return jobs.preview(broker, fields)

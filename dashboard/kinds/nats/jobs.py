@@ -27,6 +27,7 @@ from brokers.nats.transfer import SequenceTransfer, origin_subject, read_dead_le
 from brokers.nats.wire import STREAM_NAME, header_problem
 from dashboard.jobs import deadletters
 from dashboard.jobs import engine as jobs
+from dashboard.jobs.guard import Invalid
 from dashboard.kinds.nats.deadletters import client_for, death_info
 from dashboard.models import Broker, Job
 
@@ -35,10 +36,6 @@ KINDS = {"advisories": "advisories", "stream": "stream"}
 # The page and API speak of streams, consumers and subjects; the job engine's
 # filter (dashboard.jobs.deadletters.matches) of queues, exchanges and routing keys.
 FILTER_NAMES = {"stream": "queue", "consumer": "exchange", "subject": "routing_key"}
-
-
-class Invalid(ValueError):
-    """Bad input; the message says what to change."""
 
 
 def parse_source(source: Any) -> tuple[str, str]:

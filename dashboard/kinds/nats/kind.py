@@ -9,7 +9,6 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from brokers.base import Message, Transfer
-from dashboard.jobs.guard import Invalid
 from dashboard.kinds import Kind
 from dashboard.kinds.nats import deadletters, jobs, status, urls
 from dashboard.kinds.nats.tail import NatsTailConsumer
@@ -53,10 +52,7 @@ class Nats(Kind):
         return deadletters.death_info(message)
 
     def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return jobs.check(broker, data)
-        except jobs.Invalid as exc:
-            raise Invalid(str(exc)) from None
+        return jobs.check(broker, data)
 
     def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
         return jobs.preview(broker, fields)

@@ -84,7 +84,7 @@ class KafkaDeadLetters:
             per = max(1, settings.SLUICE_PEEK_LIMIT // max(1, len(ranges)))
             newest = {p: (max(lo, hi - per), hi) for p, (lo, hi) in ranges.items()}
             got = peek_log(adapter, dest.name, newest, settings.SLUICE_PEEK_LIMIT)
-        except (kafka_jobs.Invalid, BrokerError) as exc:
+        except (Invalid, BrokerError) as exc:
             flash.error(request, f"Could not read {key.removeprefix('topic/')}: {exc}")
             return redirect(back)
         DeadLetterScan.objects.create(
@@ -112,7 +112,6 @@ class KafkaDeadLetters:
         return {"r_partition": partition, "r_from": offset, "r_to": offset}
 
     gone = "in the topic"
-    errors: tuple[type[Exception], ...] = (kafka_jobs.Invalid,)
 
 
 def _ranges(post: Any) -> list[dict[str, int]]:

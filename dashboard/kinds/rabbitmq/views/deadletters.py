@@ -114,4 +114,3 @@ class RabbitDeadLetters:
         return {}
 
     gone = "among the first messages of the queue"
-    errors: tuple[type[Exception], ...] = ()
