@@ -82,16 +82,7 @@ def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         problem = header_problem(header, value)
         if problem:
             raise Invalid(f"edit: {problem}")
-    where = data.get("destination")
-    if isinstance(where, dict):
-        where = where.get("subject")
-    if where not in (None, ""):
-        if not isinstance(where, str):
-            raise Invalid("destination must be a subject, e.g. orders.retry")
-        try:
-            check_subject(where, wildcards=False)
-        except BadSubject as exc:
-            raise Invalid(f"destination: {exc}") from None
+    where = _destination(data.get("destination"))
     if action == "move" and not where:
         raise Invalid("move needs a destination subject")
     delete = data.get("delete_original", False)
@@ -130,6 +121,21 @@ def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
             "delete": [],
         },
     }
+
+
+def _destination(where: Any) -> str:
+    """The subject copies go to ("" for each message's own), or Invalid."""
+    if isinstance(where, dict):
+        where = where.get("subject")
+    if where in (None, ""):
+        return ""
+    if not isinstance(where, str):
+        raise Invalid("destination must be a subject, e.g. orders.retry")
+    try:
+        check_subject(where, wildcards=False)
+    except BadSubject as exc:
+        raise Invalid(f"destination: {exc}") from None
+    return where
 
 
 def _source_info(client: DeadLetterClient, kind: str, name: str) -> Any:
