@@ -13,8 +13,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-
 from brokers import readable
 from brokers.base import Message
 from brokers.readable import Unreadable
@@ -201,15 +199,6 @@ def check_edit(edit: Any) -> dict[str, Any]:
                 f"headers owned by the broker or Sluice cannot be edited: {', '.join(owned)}"
             )
     return edit
-
-
-# Where dead letters are looked for.
-def patterns() -> list[str]:
-    return [p.strip() for p in settings.SLUICE_DLQ_PATTERNS.split(",") if p.strip()]
-
-
-def origin_headers() -> tuple[str, ...]:
-    return tuple(h.strip() for h in settings.SLUICE_KAFKA_ORIGIN_HEADERS.split(",") if h.strip())
 
 
 def latest_scans(broker: Any) -> dict[str, Any]:

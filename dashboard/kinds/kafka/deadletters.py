@@ -10,8 +10,12 @@ from django.core.cache import cache
 
 from brokers.base import Message
 from brokers.kafka.transfer import REASON_HEADERS, origin_topic
-from dashboard.jobs.deadletters import latest_scans, origin_headers
+from dashboard.jobs.deadletters import latest_scans
 from dashboard.models import Destination
+
+
+def origin_headers() -> tuple[str, ...]:
+    return tuple(h.strip() for h in settings.SLUICE_KAFKA_ORIGIN_HEADERS.split(",") if h.strip())
 
 
 def kafka_patterns() -> list[str]:

@@ -156,7 +156,7 @@ def router(job: Job) -> Any:
     fixed = job.target.get("topic")
     if fixed:
         return lambda message: (fixed, "")
-    names = deadletters.origin_headers()
+    names = discovery.origin_headers()
 
     def route(message: Message) -> tuple[str, str] | None:
         origin = origin_topic(message, names)

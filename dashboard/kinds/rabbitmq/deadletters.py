@@ -5,12 +5,18 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+from django.conf import settings
+
 from brokers import readable
 from brokers.base import Message
 from brokers.rabbitmq.deadletters import history
 from brokers.readable import Unreadable
-from dashboard.jobs.deadletters import patterns
 from dashboard.models import Destination
+
+
+# Where dead letters are looked for: names like these, besides the queues bound to a DLX.
+def patterns() -> list[str]:
+    return [p.strip() for p in settings.SLUICE_DLQ_PATTERNS.split(",") if p.strip()]
 
 
 def find(broker: Any, scans: dict[str, Any] | None = None) -> list[dict[str, Any]]:

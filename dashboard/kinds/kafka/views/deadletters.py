@@ -55,7 +55,7 @@ class KafkaDeadLetters:
     def about(self) -> dict[str, Any]:
         return {
             "patterns": discovery.kafka_patterns(),
-            "origin_headers": deadletters.origin_headers(),
+            "origin_headers": discovery.origin_headers(),
         }
 
     def find(self, broker: Broker, scans: dict[str, Any]) -> list[dict[str, Any]]:
@@ -158,7 +158,7 @@ def check_headers(request: HttpRequest, name: str) -> HttpResponse:
         .values_list("name", flat=True)[:2000]
     )
     try:
-        found = newest_headers(adapter_for(broker), names, deadletters.origin_headers())
+        found = newest_headers(adapter_for(broker), names, discovery.origin_headers())
     except BrokerError as exc:
         flash.error(request, f"Could not check the topics: {exc}")
         return back

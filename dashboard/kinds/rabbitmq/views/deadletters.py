@@ -43,7 +43,7 @@ class RabbitDeadLetters:
     group_names = deadletters.GROUPS
 
     def about(self) -> dict[str, Any]:
-        return {"patterns": deadletters.patterns()}
+        return {"patterns": discovery.patterns()}
 
     def find(self, broker: Broker, scans: dict[str, Any]) -> list[dict[str, Any]]:
         return discovery.find(broker, scans)
