@@ -88,13 +88,6 @@ def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | No
     )
     details = dest.details or {}
     kind = kind_of(dest.broker)
-    bindings = [
-        b
-        for b in (dest.broker.topology or {}).get("bindings", [])
-        if b.get("destination") == dest.name
-        and b.get("vhost") == dest.vhost
-        and b.get("destination_type") == "queue"
-    ]
     return {
         "dest": dest,
         "broker": dest.broker,
@@ -105,7 +98,6 @@ def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | No
         "rate_chart": rate_chart,
         "details": details,
         "limits": (details.get("extra") or {}).get("limits", {}),
-        "bindings": bindings,
         "view": watch.View("destination", broker=dest.broker.name, destination_id=dest.pk),
         # The kind's parts of the page (Kind.*_template) and what its panel shows.
         "kind": kind,

@@ -12,7 +12,7 @@ from dashboard.kinds import Kind
 from dashboard.kinds.rabbitmq import deadletters, jobs, urls
 from dashboard.kinds.rabbitmq.views import messages
 from dashboard.kinds.rabbitmq.views.deadletters import RabbitDeadLetters
-from dashboard.models import Broker, Job
+from dashboard.models import Broker, Destination, Job
 
 if TYPE_CHECKING:
     from dashboard.kinds import Route
@@ -25,6 +25,17 @@ class RabbitMQ(Kind):
     live_template = "dashboard/rabbitmq/destination_live.html"
     more_template = "dashboard/rabbitmq/destination_more.html"
     broker_actions_template = "dashboard/rabbitmq/broker_actions.html"
+
+    def panel(self, dest: Destination) -> dict[str, Any]:
+        """The bindings into the queue, from the last topology read (destination_more.html)."""
+        bindings = [
+            b
+            for b in (dest.broker.topology or {}).get("bindings", [])
+            if b.get("destination") == dest.name
+            and b.get("vhost") == dest.vhost
+            and b.get("destination_type") == "queue"
+        ]
+        return {"bindings": bindings}
 
     def broker_urls(self) -> list[Route]:
         return urls.broker_urls
