@@ -55,6 +55,8 @@ class Kind:
 
     name: ClassVar[str]
     label: ClassVar[str]
+    # The kinds of destination its monitor reports (Destination.kind), as the listing filters them.
+    destination_kinds: ClassVar[tuple[str, ...]] = ()
     # Status names this kind's rules give a destination in trouble, as shown in listings.
     status_labels: ClassVar[dict[str, str]] = {}
     # Parts of a destination's page (templates/dashboard/destination.html); "" for none.
@@ -178,6 +180,12 @@ def kind_of(broker: Broker) -> Kind:
 
 def all_kinds() -> list[Kind]:
     return [kind_named(name) for name in KINDS]
+
+
+@cache
+def destination_kinds() -> list[str]:
+    """Every kind's destination kinds, once each, in the registry's order."""
+    return list(dict.fromkeys(d for kind in all_kinds() for d in kind.destination_kinds))
 
 
 @cache

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.auth import ADMIN, VIEWER, require_role
 from dashboard.collection import queries
-from dashboard.kinds import kind_of
+from dashboard.kinds import destination_kinds, kind_of
 from dashboard.live import watch
 from dashboard.models import AuditEntry, Broker, Destination
 from dashboard.views import charts
@@ -40,7 +40,7 @@ def listing_context(listing: queries.Listing) -> dict[str, Any]:
         "view": watch.View(
             "broker" if listing.broker else "overview", listing, broker=listing.broker
         ),
-        "kinds": ["queue", "stream", "topic", "group", "consumer"],
+        "kinds": destination_kinds(),
         "generated": timezone.now(),
     }
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class Kafka(Kind):
     name = "kafka"
     label = "Kafka"
+    destination_kinds = ("topic", "group")
     status_labels = status.LABELS
     actions_template = "dashboard/kafka/actions.html"
     panel_template = "dashboard/kafka/panel.html"

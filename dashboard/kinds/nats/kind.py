@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class Nats(Kind):
     name = "nats"
     label = "NATS"
+    destination_kinds = ("stream", "consumer")
     status_labels = status.LABELS
     actions_template = "dashboard/nats/actions.html"
     panel_template = "dashboard/nats/panel.html"

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 class RabbitMQ(Kind):
     name = "rabbitmq"
     label = "RabbitMQ"
+    destination_kinds = ("queue", "stream")
     actions_template = "dashboard/rabbitmq/actions.html"
     live_template = "dashboard/rabbitmq/destination_live.html"
     more_template = "dashboard/rabbitmq/destination_more.html"
