@@ -30,8 +30,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pika
 import requests
 
-from brokers.rabbitmq.adapter import QUEUE_COLUMNS, RabbitMQ
+from brokers.rabbitmq.adapter import RabbitMQ
 from brokers.rabbitmq.management import PAGE_SIZE
+from brokers.rabbitmq.monitor import QUEUE_COLUMNS
 
 VHOST = "sluice-bench"
 TARGET = 1.3

@@ -4,7 +4,8 @@ Talks to the management API (`management_url`), 3 + ceil(queues / 500) requests 
 collection, and to the AMQP port (`amqp_url`) only to browse, publish and move
 messages. Options and costs are in `adapter`'s docstring.
 
-    adapter      the `RabbitMQ` adapter: overview, nodes, queues, exchanges, bindings
+    adapter      the `RabbitMQ` adapter: the connection, and each capability
+    monitor      one collection: overview, nodes, queues, consumers, exchanges, bindings
     management   the HTTP session, with every failure as a BrokerError
     keys         destination keys and publish targets ("<vhost>/<name>") split back
     amqp         the AMQP side's entry points, imported on first use

@@ -1,6 +1,6 @@
 """Destination keys and publish targets ("<vhost>/<name>") back into a vhost and a name.
 
-A queue's key is f"{vhost}/{name}" (`adapter._destination`): "//orders" is
+A queue's key is f"{vhost}/{name}" (`monitor._destination`): "//orders" is
 queue "orders" of vhost "/". Vhosts and names may both hold "/", so a key with
 several of them can be split more than one way; the broker's vhosts then
 decide (one management API request), the shortest existing vhost first.

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from brokers.base import BrokerError, Destination, Snapshot
-from brokers.rabbitmq.adapter import RabbitMQ, limits
+from brokers.rabbitmq.adapter import RabbitMQ
 from brokers.rabbitmq.management import quote_path
+from brokers.rabbitmq.monitor import limits
 from tests.rabbit_fixtures import management
 
 # -- helpers ------------------------------------------------------------------
