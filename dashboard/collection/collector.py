@@ -22,7 +22,7 @@ from brokers.base import Adapter, BrokerError, Snapshot, connect
 from brokers.base import Destination as Dest
 from dashboard.collection import statuswindow
 from dashboard.config import connect_options
-from dashboard.kinds import judge_all, kind_of
+from dashboard.kinds import judge_all, kind_of, unconsumed_kinds
 from dashboard.models import Broker, Destination, Sample
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ def trouble(
         return 0
     if in_rate is not None and in_rate - (out_rate or 0.0) > max(0.1, 0.05 * (out_rate or 0.0)):
         return 2
-    if consumers == 0 and kind != "topic":
+    # A destination whose readers are destinations of their own (a Kafka topic's
+    # groups) has no consumers to lose.
+    if consumers == 0 and kind not in unconsumed_kinds():
         return 1
     return 0
 

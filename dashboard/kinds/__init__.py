@@ -57,6 +57,8 @@ class Kind:
     label: ClassVar[str]
     # The kinds of destination its monitor reports (Destination.kind), as the listing filters them.
     destination_kinds: ClassVar[tuple[str, ...]] = ()
+    # Those whose readers are destinations of their own, so "no consumers" means nothing.
+    unconsumed: ClassVar[tuple[str, ...]] = ()
     # Status names this kind's rules give a destination in trouble, as shown in listings.
     status_labels: ClassVar[dict[str, str]] = {}
     # Parts of a destination's page (templates/dashboard/destination.html); "" for none.
@@ -186,6 +188,11 @@ def all_kinds() -> list[Kind]:
 def destination_kinds() -> list[str]:
     """Every kind's destination kinds, once each, in the registry's order."""
     return list(dict.fromkeys(d for kind in all_kinds() for d in kind.destination_kinds))
+
+
+@cache
+def unconsumed_kinds() -> frozenset[str]:
+    return frozenset(d for kind in all_kinds() for d in kind.unconsumed)
 
 
 @cache

@@ -23,6 +23,7 @@ class Kafka(Kind):
     name = "kafka"
     label = "Kafka"
     destination_kinds = ("topic", "group")
+    unconsumed = ("topic",)  # a topic is read by groups, each a destination of its own
     status_labels = status.LABELS
     actions_template = "dashboard/kafka/actions.html"
     panel_template = "dashboard/kafka/panel.html"
