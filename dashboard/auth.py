@@ -84,8 +84,9 @@ def require_role(needed: str) -> Callable:
     return decorator
 
 
-# Reachable without signing in: the login page itself and static files.
-PUBLIC_PREFIXES = ("/login/", "/static/", "/healthz")
+# Reachable without signing in: the login page itself, static files and the probes.
+# /metrics checks its own callers (a token or SLUICE_METRICS_ALLOW: views/metrics.py).
+PUBLIC_PREFIXES = ("/login/", "/static/", "/healthz", "/readyz", "/metrics")
 
 
 class LoginRequiredMiddleware:

@@ -4,6 +4,7 @@ Defaults are the embedded ones (SQLite, a Redis the launcher starts), so a
 newcomer needs no set-up; every variable is listed in the README.
 """
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -282,6 +283,22 @@ SLUICE_PEEK_LIMIT = env_int("SLUICE_PEEK_LIMIT", 1000, minimum=1)
 # The ${VAR}s that brokers added or changed in the admin may expand (the broker
 # file's may expand any): an admin account must not read the worker's environment.
 SLUICE_ADMIN_ENV_ALLOWLIST = env_list("SLUICE_ADMIN_ENV_ALLOWLIST", "")
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for item in env_list(name, ""):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} lists addresses or networks (10.0.0.5, 10.0.0.0/24), not {item!r}"
+            ) from None
+    return networks
+
+
+# Who may scrape /metrics without an API token: e.g. the Prometheus server's address.
+SLUICE_METRICS_ALLOW = env_networks("SLUICE_METRICS_ALLOW")
 # Bodies longer than this are shown truncated, with a download of the whole.
 SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)
 # The publish form and API take bodies up to 16 MiB (views.params.MAX_BODY), a

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard.kinds import all_kinds
-from dashboard.views import api, deadletters, jobs, pages, publish
+from dashboard.views import api, deadletters, jobs, metrics, pages, publish
 
 # /brokers/<name>/
 broker_urls = [
@@ -58,4 +58,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", pages.healthz, name="healthz"),
+    path("readyz", metrics.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

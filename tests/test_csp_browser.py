@@ -32,6 +32,8 @@ NOT_PAGES = {
     "search-cancel",
     "logout",
     "healthz",
+    "readyz",
+    "metrics",
 }
 
 LISTENER = """

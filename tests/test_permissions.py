@@ -272,6 +272,8 @@ def test_every_dashboard_route_is_in_the_matrix():
         "login/",
         "logout/",
         "healthz",
+        "readyz",  # open, as /healthz: probes send no credentials
+        "metrics",  # a token or an allowed address: tests/test_metrics.py
         "brokers/<str:name>/messages/<path:key>",
         "brokers/<str:name>/body/<path:key>",
         "brokers/<str:name>/publish/",
@@ -328,6 +330,8 @@ def test_every_dashboard_route_is_in_the_matrix():
 def test_login_page_and_health_are_public(client):
     assert client.get("/login/").status_code == 200
     assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz")["Content-Type"] == "application/json"  # 200 or 503, no login
+    assert client.get("/metrics").status_code == 401  # never a login page: a scraper reads it
 
 
 def test_bearer_token_reads_the_api_and_a_bad_one_is_refused(world, token_for, client):
