@@ -12,6 +12,7 @@ SLUICE_METRICS_ALLOW (comma-separated addresses or networks). /readyz, like
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,8 @@ from prometheus_client.utils import floatToGoString
 
 from dashboard.auth import role_of
 from dashboard.models import Broker, Destination
+
+log = logging.getLogger(__name__)
 
 LABELS = ("broker", "kind", "vhost", "name")
 BROKER_LABELS = ("broker", "kind")
@@ -232,11 +235,15 @@ def readyz(request: HttpRequest) -> JsonResponse:
         connection.ensure_connection()
         brokers = list(Broker.objects.filter(enabled=True).order_by("name"))
     except DatabaseError as exc:
-        return JsonResponse({"ready": False, "problems": [f"database: {exc}"]}, status=503)
+        # The answer is open to anyone: the details (hosts, users) go to the log only.
+        log.warning("readyz: the database does not answer: %s", exc)
+        problems = [f"database: does not answer ({type(exc).__name__})"]
+        return JsonResponse({"ready": False, "problems": problems}, status=503)
     try:
         redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        problems.append(f"redis: {exc}")
+        log.warning("readyz: Redis does not answer: %s", exc)
+        problems.append(f"redis: does not answer ({type(exc).__name__})")
     now = time.time()
     for broker in brokers:
         limit = 3 * broker.effective_interval
