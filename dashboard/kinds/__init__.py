@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from functools import cache
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -50,11 +50,25 @@ class Judged:
         self.trouble = trouble  # 0-3, as Destination.trouble
 
 
+class JobRouting(Protocol):
+    """A kind's jobs module (dashboard/kinds/<kind>/jobs.py); mypy checks that each conforms."""
+
+    def check(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]: ...
+
+    def router(self, job: Job) -> Any: ...
+
+    def transfer_for(self, job: Job) -> Transfer: ...
+
+
 class Kind:
     """What kind-neutral code may ask of a broker kind. The defaults are "this kind has none"."""
 
     name: ClassVar[str]
     label: ClassVar[str]
+    # Its message jobs: checks, preview, routing and the transfer (dashboard/kinds/<kind>/jobs.py).
+    jobs: JobRouting
     # The kinds of destination its monitor reports (Destination.kind), as the listing filters them.
     destination_kinds: ClassVar[tuple[str, ...]] = ()
     # Those whose readers are destinations of their own, so "no consumers" means nothing.
@@ -119,19 +133,19 @@ class Kind:
 
     def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         """The job's fields from request data; jobguard.Invalid saying what is wrong."""
-        raise NotImplementedError
+        return self.jobs.check(broker, data)
 
     def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
         """How many messages the job would take, and where they would go."""
-        raise NotImplementedError
+        return self.jobs.preview(broker, fields)
 
     def router(self, job: Job) -> Any:
         """The function saying where each message of `job` goes, or None for "keep it"."""
-        raise NotImplementedError
+        return self.jobs.router(job)
 
     def transfer_for(self, job: Job) -> Transfer:
         """The broker session `job` reads its source through."""
-        raise NotImplementedError
+        return self.jobs.transfer_for(job)
 
     def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
         """True if the job would take messages off its source for good."""

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 
-from brokers.base import Message, Transfer
+from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.kafka import deadletters, jobs, status, urls
+from dashboard.kinds.kafka import deadletters, status, urls
+from dashboard.kinds.kafka import jobs as job_routing
 from dashboard.kinds.kafka.tail import KafkaTailConsumer
 from dashboard.kinds.kafka.views import deadletters as deadletters_page
 from dashboard.kinds.kafka.views import publish
-from dashboard.models import Broker, Destination, Job
+from dashboard.models import Broker, Destination
 
 if TYPE_CHECKING:
     from dashboard.kinds import Route
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 class Kafka(Kind):
     name = "kafka"
     label = "Kafka"
+    jobs = job_routing
     destination_kinds = ("topic", "group")
     unconsumed = ("topic",)  # a topic is read by groups, each a destination of its own
     status_labels = status.LABELS
@@ -51,18 +53,6 @@ class Kafka(Kind):
 
     def death_info(self, message: Message) -> dict[str, Any]:
         return deadletters.death_info(message)
-
-    def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
-        return jobs.check(broker, data)
-
-    def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
-        return jobs.preview(broker, fields)
-
-    def router(self, job: Job) -> Any:
-        return jobs.router(job)
-
-    def transfer_for(self, job: Job) -> Transfer:
-        return jobs.transfer_for(job)
 
     def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
         return False  # a topic keeps its records until retention removes them

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from brokers.base import Message, Transfer
+from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.nats import deadletters, jobs, status, urls
+from dashboard.kinds.nats import deadletters, status, urls
+from dashboard.kinds.nats import jobs as job_routing
 from dashboard.kinds.nats.tail import NatsTailConsumer
 from dashboard.kinds.nats.views import publish
-from dashboard.models import Broker, Job
+from dashboard.models import Broker
 
 if TYPE_CHECKING:
     from dashboard.kinds import Route
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 class Nats(Kind):
     name = "nats"
     label = "NATS"
+    jobs = job_routing
     destination_kinds = ("stream", "consumer")
     status_labels = status.LABELS
     actions_template = "dashboard/nats/actions.html"
@@ -51,18 +53,6 @@ class Nats(Kind):
 
     def death_info(self, message: Message) -> dict[str, Any]:
         return deadletters.death_info(message)
-
-    def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
-        return jobs.check(broker, data)
-
-    def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
-        return jobs.preview(broker, fields)
-
-    def router(self, job: Job) -> Any:
-        return jobs.router(job)
-
-    def transfer_for(self, job: Job) -> Transfer:
-        return jobs.transfer_for(job)
 
     def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
         return bool(fields["target"].get("delete_original"))

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse
 
-from brokers.base import Message, Transfer
+from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.rabbitmq import deadletters, jobs, urls
+from dashboard.kinds.rabbitmq import deadletters, urls
+from dashboard.kinds.rabbitmq import jobs as job_routing
 from dashboard.kinds.rabbitmq.views import messages
 from dashboard.kinds.rabbitmq.views.deadletters import RabbitDeadLetters
-from dashboard.models import Broker, Destination, Job
+from dashboard.models import Broker, Destination
 
 if TYPE_CHECKING:
     from dashboard.kinds import Route
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 class RabbitMQ(Kind):
     name = "rabbitmq"
     label = "RabbitMQ"
+    jobs = job_routing
     destination_kinds = ("queue", "stream")
     actions_template = "dashboard/rabbitmq/actions.html"
     live_template = "dashboard/rabbitmq/destination_live.html"
@@ -47,20 +49,8 @@ class RabbitMQ(Kind):
     def death_info(self, message: Message) -> dict[str, Any]:
         return deadletters.death_info(message)
 
-    def check_job(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
-        return jobs.check(broker, data)
-
-    def preview(self, broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
-        return jobs.preview(broker, fields)
-
-    def router(self, job: Job) -> Any:
-        return jobs.router(job)
-
-    def transfer_for(self, job: Job) -> Transfer:
-        return jobs.transfer_for(job)
-
     def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
-        return jobs.removes_originals(broker, fields)
+        return job_routing.removes_originals(broker, fields)
 
     def is_dead_letter_source(self, broker: Broker, key: str) -> bool:
         return any(found["queue"].key == key for found in deadletters.find(broker))
