@@ -62,6 +62,13 @@ class JobRouting(Protocol):
     def transfer_for(self, job: Job) -> Transfer: ...
 
 
+class KindUrls(Protocol):
+    """A kind's urls module (dashboard/kinds/<kind>/urls.py), mounted by dashboard/urls.py."""
+
+    broker_urls: list[Route]  # under /brokers/<name>/
+    api_urls: list[Route]  # under /api/v1/brokers/<name>/
+
+
 class Kind:
     """What kind-neutral code may ask of a broker kind. The defaults are "this kind has none"."""
 
@@ -69,6 +76,8 @@ class Kind:
     label: ClassVar[str]
     # Its message jobs: checks, preview, routing and the transfer (dashboard/kinds/<kind>/jobs.py).
     jobs: JobRouting
+    # Its pages and JSON endpoints.
+    urls: KindUrls
     # The kinds of destination its monitor reports (Destination.kind), as the listing filters them.
     destination_kinds: ClassVar[tuple[str, ...]] = ()
     # Those whose readers are destinations of their own, so "no consumers" means nothing.
@@ -94,11 +103,11 @@ class Kind:
 
     def broker_urls(self) -> list[Route]:
         """Pages under /brokers/<name>/."""
-        return []
+        return self.urls.broker_urls
 
     def api_urls(self) -> list[Route]:
         """JSON endpoints under /api/v1/brokers/<name>/."""
-        return []
+        return self.urls.api_urls
 
     def site_urls(self) -> list[Route]:
         """Pages at the top level (each with its own prefix)."""

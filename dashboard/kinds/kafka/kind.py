@@ -9,8 +9,9 @@ from django.urls import include, path
 
 from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.kafka import deadletters, status, urls
+from dashboard.kinds.kafka import deadletters, status
 from dashboard.kinds.kafka import jobs as job_routing
+from dashboard.kinds.kafka import urls as kind_urls
 from dashboard.kinds.kafka.tail import KafkaTailConsumer
 from dashboard.kinds.kafka.views import deadletters as deadletters_page
 from dashboard.kinds.kafka.views import publish
@@ -24,6 +25,7 @@ class Kafka(Kind):
     name = "kafka"
     label = "Kafka"
     jobs = job_routing
+    urls = kind_urls
     destination_kinds = ("topic", "group")
     unconsumed = ("topic",)  # a topic is read by groups, each a destination of its own
     status_labels = status.LABELS
@@ -33,14 +35,8 @@ class Kafka(Kind):
     edit_target_template = "dashboard/kafka/deadletters/edit_target.html"
     x_headers_owner = "the broker or the dead-letter producer"
 
-    def broker_urls(self) -> list[Route]:
-        return urls.broker_urls
-
-    def api_urls(self) -> list[Route]:
-        return urls.api_urls
-
     def site_urls(self) -> list[Route]:
-        return [path("searches/", include(urls.search_urls))]
+        return [path("searches/", include(kind_urls.search_urls))]
 
     def websocket_urls(self) -> list[Route]:
         return [path("ws/tail/<str:broker>/<str:topic>", KafkaTailConsumer.as_asgi())]

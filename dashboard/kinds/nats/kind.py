@@ -10,8 +10,9 @@ from django.urls import path
 
 from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.nats import deadletters, status, urls
+from dashboard.kinds.nats import deadletters, status
 from dashboard.kinds.nats import jobs as job_routing
+from dashboard.kinds.nats import urls as kind_urls
 from dashboard.kinds.nats.tail import NatsTailConsumer
 from dashboard.kinds.nats.views import publish
 from dashboard.models import Broker
@@ -24,6 +25,7 @@ class Nats(Kind):
     name = "nats"
     label = "NATS"
     jobs = job_routing
+    urls = kind_urls
     destination_kinds = ("stream", "consumer")
     status_labels = status.LABELS
     actions_template = "dashboard/nats/actions.html"
@@ -33,12 +35,6 @@ class Nats(Kind):
     edit_target_template = "dashboard/nats/_edit_target.html"
     edit_note_template = "dashboard/nats/_edit_note.html"
     dead_letters_page = "dashboard:nats-deadletters"
-
-    def broker_urls(self) -> list[Route]:
-        return urls.broker_urls
-
-    def api_urls(self) -> list[Route]:
-        return urls.api_urls
 
     def websocket_urls(self) -> list[Route]:
         # A NATS subject may hold "/" and wildcards: it travels in ?subject=.

@@ -9,20 +9,22 @@ from django.http import HttpRequest, HttpResponse
 
 from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.rabbitmq import deadletters, urls
+from dashboard.kinds.rabbitmq import deadletters
 from dashboard.kinds.rabbitmq import jobs as job_routing
+from dashboard.kinds.rabbitmq import urls as kind_urls
 from dashboard.kinds.rabbitmq.views import messages
 from dashboard.kinds.rabbitmq.views.deadletters import RabbitDeadLetters
 from dashboard.models import Broker, Destination
 
 if TYPE_CHECKING:
-    from dashboard.kinds import Route
+    pass
 
 
 class RabbitMQ(Kind):
     name = "rabbitmq"
     label = "RabbitMQ"
     jobs = job_routing
+    urls = kind_urls
     destination_kinds = ("queue", "stream")
     actions_template = "dashboard/rabbitmq/actions.html"
     live_template = "dashboard/rabbitmq/destination_live.html"
@@ -39,12 +41,6 @@ class RabbitMQ(Kind):
             and b.get("destination_type") == "queue"
         ]
         return {"bindings": bindings}
-
-    def broker_urls(self) -> list[Route]:
-        return urls.broker_urls
-
-    def api_urls(self) -> list[Route]:
-        return urls.api_urls
 
     def death_info(self, message: Message) -> dict[str, Any]:
         return deadletters.death_info(message)
