@@ -96,7 +96,6 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
         "rows": rows,
         "by": by,
         "header": header,
-        "group_names": page.group_names,
         "current": current,
         "jobs": Job.objects.filter(broker=broker).exclude(state=Job.PREVIEW)[:10],
         "peek_limit": settings.SLUICE_PEEK_LIMIT,
