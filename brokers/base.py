@@ -130,6 +130,10 @@ class Destination:
     # Monotonic totals (published, delivered/committed) for rate derivation.
     in_total: int | None = None
     out_total: int | None = None
+    # Messages taken off for good (acknowledged, or delivered without acknowledgement),
+    # a counter. Where the broker's own in-rate misses arrivals (RabbitMQ's dead-lettered
+    # ones), the collector derives arrivals from it and the change of what is held.
+    removed_total: int | None = None
     # How far behind consumers are: messages for Kafka groups, None elsewhere.
     lag: int | None = None
     # RabbitMQ: the share of time the queue could deliver at once (0..1).

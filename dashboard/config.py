@@ -7,11 +7,27 @@
     amqp_url = "amqp://ops:${RABBIT_PASSWORD}@127.0.0.1:5672/%2F"
     interval = 5
 
-`${VAR}` is expanded from the environment when connecting, not when storing.
-Whoever wrote this file has the shell, so its brokers may name any variable;
-brokers added or changed in the admin only those in SLUICE_ADMIN_ENV_ALLOWLIST,
-so that an admin account cannot send the worker's environment to a host of its
-choosing.
+    [[alert_rule]]
+    name = "orders-backlog"
+    metric = "backlog"
+    threshold = 10000
+    destination = "orders.*"
+
+    [[alert_channel]]
+    name = "ops-hook"
+    type = "webhook"
+    url = "https://hooks.example.com/sluice"
+    secret = "${SLUICE_HOOK_SECRET}"
+
+`${VAR}` is expanded from the environment when connecting (or sending), not when
+storing. Whoever wrote this file has the shell, so its entries may name any
+variable; brokers and channels added or changed in the admin only those in
+SLUICE_ADMIN_ENV_ALLOWLIST, so that an admin account cannot send the worker's
+environment to a host of its choosing.
+
+Entries from the file are marked source="file" and follow it: changed when it
+changes, and when removed from it, a broker or channel is turned off and a rule
+deleted. Entries made in the admin are left alone.
 """
 
 from __future__ import annotations
@@ -25,12 +41,17 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import models, transaction
 
 from brokers.base import OPTIONS
-from dashboard.models import Broker
+from dashboard.models import AlertChannel, AlertRule, Broker
+from dashboard.models.alerts import CHANNEL_TYPES, EMAIL, METRICS, THRESHOLD, WEBHOOK
+from dashboard.models.incidents import SEVERITIES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DETECTOR_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+TABLES = ("broker", "alert_rule", "alert_channel")
 
 
 class ConfigError(ImproperlyConfigured):
@@ -45,6 +66,21 @@ class BrokerEntry:
     kind: str
     options: dict[str, Any]
     interval: int | None
+
+
+@dataclass(frozen=True)
+class AlertEntry:
+    """An [[alert_rule]] or [[alert_channel]]: its name and the other fields of its row."""
+
+    name: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    brokers: list[BrokerEntry]
+    rules: list[AlertEntry]
+    channels: list[AlertEntry]
 
 
 def expand(value: Any, where: str = "", allowed: Collection[str] | None = None) -> Any:
@@ -114,8 +150,14 @@ def refusal(name: str) -> str:
 def load(path: str | Path, check_variables: bool = True) -> list[BrokerEntry]:
     """The brokers the file declares, or ConfigError naming the file and entry.
 
-    With `check_variables`, every `${VAR}` it names must be set.
+    The whole file is checked, its alert rules and channels too. With
+    `check_variables`, every `${VAR}` it names must be set.
     """
+    return read(path, check_variables).brokers
+
+
+def read(path: str | Path, check_variables: bool = True) -> FileConfig:
+    """Everything the file declares, or ConfigError naming the file, the entry and the problem."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -126,26 +168,42 @@ def load(path: str | Path, check_variables: bool = True) -> list[BrokerEntry]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "file", f"not valid TOML: {exc}") from None
 
-    unknown = set(data) - {"broker"}
+    unknown = set(data) - set(TABLES)
     if unknown:
         raise ConfigError(
-            path, "file", f"unknown table(s) {', '.join(sorted(unknown))}; expected [[broker]]"
+            path,
+            "file",
+            f"unknown table(s) {', '.join(sorted(unknown))}; expected [[broker]], "
+            "[[alert_rule]] or [[alert_channel]]",
         )
-    raw_entries = data.get("broker", [])
-    if not isinstance(raw_entries, list):
-        raise ConfigError(path, "file", "write each broker as a [[broker]] table")
+    brokers = [
+        _entry(path, label, raw, check_variables) for label, raw in _tables(path, data, "broker")
+    ]
+    rules = [_rule(path, label, raw) for label, raw in _tables(path, data, "alert_rule")]
+    channels = [
+        _channel(path, label, raw, check_variables)
+        for label, raw in _tables(path, data, "alert_channel")
+    ]
+    return FileConfig(brokers, rules, channels)
 
-    entries: list[BrokerEntry] = []
+
+def _tables(path: Path, data: dict[str, Any], table: str) -> list[tuple[str, Any]]:
+    """The [[table]] entries, each with its label for errors; names must not repeat."""
+    raw_entries = data.get(table, [])
+    what = table.replace("alert_", "")
+    if not isinstance(raw_entries, list):
+        raise ConfigError(path, "file", f"write each {what} as a [[{table}]] table")
+    found = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_entries, start=1):
-        label = f"[[broker]] #{index}"
+        label = f"[[{table}]] #{index}"
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
             label += f" ({raw['name']!r})"
-        entries.append(_entry(path, label, raw, check_variables))
-        if entries[-1].name in seen:
-            raise ConfigError(path, label, "another broker already has this name")
-        seen.add(entries[-1].name)
-    return entries
+            if raw["name"] in seen:
+                raise ConfigError(path, label, f"another {what} already has this name")
+            seen.add(raw["name"])
+        found.append((label, raw))
+    return found
 
 
 def _entry(path: Path, label: str, raw: Any, check_variables: bool = True) -> BrokerEntry:
@@ -183,6 +241,147 @@ def _entry(path: Path, label: str, raw: Any, check_variables: bool = True) -> Br
     return BrokerEntry(name=name, kind=kind, options=raw, interval=interval)
 
 
+RULE_KEYS = (
+    "name",
+    "detector",
+    "metric",
+    "threshold",
+    "broker",
+    "destination",
+    "severity",
+    "enabled",
+)
+CHANNEL_KEYS = (
+    "name", "type", "url", "recipients", "secret", "min_severity", "repeat_seconds", "enabled",
+)  # fmt: skip
+SEVERITY_NAMES = [name for name, _ in SEVERITIES]
+
+
+def _fields(path: Path, label: str, raw: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(path, label, "expected a table")
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise ConfigError(
+            path, label, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(keys)}"
+        )
+    if not isinstance(raw.get("name"), str) or not NAME_RE.match(raw["name"]):
+        raise ConfigError(path, label, "name must be 1-64 letters, digits, '-' or '_'")
+    if not isinstance(raw.get("enabled", True), bool):
+        raise ConfigError(path, label, "enabled must be true or false")
+    return dict(raw)
+
+
+def _text(path: Path, label: str, raw: dict[str, Any], key: str, default: str = "") -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(path, label, f"{key} must be a string")
+    return value
+
+
+def _severity(path: Path, label: str, raw: dict[str, Any], key: str, default: str) -> str:
+    value = raw.get(key, default)
+    if value not in SEVERITY_NAMES and not (value == "" and default == ""):
+        raise ConfigError(
+            path, label, f"{key} must be one of {', '.join(SEVERITY_NAMES)}, not {value!r}"
+        )
+    return str(value)
+
+
+def _rule(path: Path, label: str, raw: Any) -> AlertEntry:
+    raw = _fields(path, label, raw, RULE_KEYS)
+    detector = _text(path, label, raw, "detector", THRESHOLD)
+    if not DETECTOR_RE.match(detector):
+        raise ConfigError(
+            path, label, f'detector must be "{THRESHOLD}" or a built-in detector\'s name'
+        )
+    metric = _text(path, label, raw, "metric")
+    threshold = raw.get("threshold")
+    if threshold is not None and (
+        not isinstance(threshold, int | float) or isinstance(threshold, bool)
+    ):
+        raise ConfigError(path, label, "threshold must be a number")
+    if detector == THRESHOLD:
+        if metric not in METRICS:
+            raise ConfigError(
+                path, label, f"metric must be one of {', '.join(METRICS)}, not {metric!r}"
+            )
+        if threshold is None:
+            raise ConfigError(path, label, "threshold is required for a threshold rule")
+    elif metric:
+        raise ConfigError(path, label, "metric is for threshold rules only")
+    fields = {
+        "detector": detector,
+        "metric": metric,
+        "threshold": None if threshold is None else float(threshold),
+        "broker": _text(path, label, raw, "broker", "*"),
+        "destination": _text(path, label, raw, "destination", "*"),
+        "severity": _severity(path, label, raw, "severity", ""),
+        "enabled": raw.get("enabled", True),
+    }
+    return AlertEntry(raw["name"], fields)
+
+
+def _channel(path: Path, label: str, raw: Any, check_variables: bool = True) -> AlertEntry:
+    raw = _fields(path, label, raw, CHANNEL_KEYS)
+    types = [name for name, _ in CHANNEL_TYPES]
+    kind = raw.get("type")
+    if kind not in types:
+        raise ConfigError(path, label, f"type must be one of {', '.join(types)}, not {kind!r}")
+    url = _text(path, label, raw, "url")
+    secret = _text(path, label, raw, "secret")
+    recipients = raw.get("recipients", [])
+    if isinstance(recipients, str):
+        recipients = [r.strip() for r in recipients.split(",") if r.strip()]
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        raise ConfigError(path, label, "recipients must be a list of email addresses")
+    if kind == EMAIL:
+        if not recipients:
+            raise ConfigError(path, label, "recipients is required for email")
+        odd = [r for r in recipients if "@" not in r or "," in r]
+        if odd:
+            raise ConfigError(path, label, f"not an email address: {', '.join(odd)}")
+        if url or secret:
+            raise ConfigError(path, label, "url and secret are for webhook and slack channels")
+    else:
+        if not url:
+            raise ConfigError(path, label, f"url is required for {kind}")
+        if not url.startswith(("http://", "https://", "${")):
+            raise ConfigError(path, label, "url must start with http:// or https:// (or be ${VAR})")
+        if recipients:
+            raise ConfigError(path, label, "recipients are for email channels")
+    if secret and kind != WEBHOOK:
+        raise ConfigError(path, label, "only webhook channels are signed; remove the secret")
+    if secret and not VAR_RE.fullmatch(secret):
+        raise ConfigError(
+            path,
+            label,
+            "secret must be written as ${VAR}, naming the environment variable that holds it, "
+            "so that the file and the database never hold it",
+        )
+    repeat = raw.get("repeat_seconds", 0)
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 0:
+        raise ConfigError(
+            path, label, "repeat_seconds must be a whole number of seconds (0: never)"
+        )
+    if check_variables:
+        for key, value in (("url", url), ("secret", secret)):
+            try:
+                expand(value, key)
+            except ImproperlyConfigured as exc:
+                raise ConfigError(path, label, str(exc)) from None
+    fields = {
+        "type": kind,
+        "url": url,
+        "recipients": ", ".join(recipients),
+        "secret": secret,
+        "min_severity": _severity(path, label, raw, "min_severity", "warning"),
+        "repeat_seconds": repeat,
+        "enabled": raw.get("enabled", True),
+    }
+    return AlertEntry(raw["name"], fields)
+
+
 def variables_check(**kwargs: Any) -> list[Any]:
     """System check: every `${VAR}` the broker file names is set.
 
@@ -207,7 +406,8 @@ _synced: tuple[str, float] | None = None
 
 
 def sync(path: str | Path | None = None, force: bool = False) -> bool:
-    """Make the DB's file-sourced brokers match the file; True if it read the file."""
+    """Make the DB's file-sourced brokers, alert rules and channels match the file; True if
+    it read the file."""
     global _synced
 
     if path is None:
@@ -220,12 +420,12 @@ def sync(path: str | Path | None = None, force: bool = False) -> bool:
     if not force and _synced == (str(path), mtime):
         return False
     try:
-        entries = load(path)
+        found = read(path)
     except ConfigError:
         _synced = (str(path), mtime)  # say so once per change of the file, not every tick
         raise
     names = []
-    for entry in entries:
+    for entry in found.brokers:
         names.append(entry.name)
         broker, created = Broker.objects.get_or_create(
             name=entry.name,
@@ -253,5 +453,34 @@ def sync(path: str | Path | None = None, force: bool = False) -> bool:
             broker.save()
     # A broker removed from the file stops being collected; its history stays.
     Broker.objects.filter(source="file", enabled=True).exclude(name__in=names).update(enabled=False)
+    sync_alerts(found)
     _synced = (str(path), mtime)
     return True
+
+
+def sync_alerts(found: FileConfig) -> None:
+    """Make the DB's file-sourced alert rules and channels match the file's."""
+    with transaction.atomic():
+        for rule in found.rules:
+            _put(AlertRule, rule)
+        # A rule is a setting, not a record: gone from the file, gone. (Turned off, a
+        # rule on a built-in detector would turn that detector off.)
+        rules = [r.name for r in found.rules]
+        AlertRule.objects.filter(source="file").exclude(name__in=rules).delete()
+        for channel in found.channels:
+            _put(AlertChannel, channel)
+        # Kept with what was sent through it, but no longer used.
+        channels = [c.name for c in found.channels]
+        AlertChannel.objects.filter(source="file", enabled=True).exclude(name__in=channels).update(
+            enabled=False
+        )
+
+
+def _put(model: type[models.Model], entry: AlertEntry) -> None:
+    """Create or update the row named `entry.name` to the file's fields (and source)."""
+    wanted = {**entry.fields, "source": "file"}
+    row, created = model.objects.get_or_create(name=entry.name, defaults=wanted)
+    if not created and any(getattr(row, k) != v for k, v in wanted.items()):
+        for key, value in wanted.items():
+            setattr(row, key, value)
+        row.save()

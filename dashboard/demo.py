@@ -2,18 +2,26 @@
 
 Reads `[[broker]]` tables from the TOML file named by `$SLUICE_CONFIG` (or
 `--config`), expanding `${VAR}` from the environment, and for each broker kind
-keeps modest traffic going until SIGTERM:
+keeps modest, healthy traffic going until SIGTERM:
 
-- rabbitmq (pika): topic exchange `events`; `orders` (kept up with), `invoices`
-  (a backlog that grows for 90 s then drains for 60 s), `emails` (no consumer,
-  `x-max-length` 5000), `payments` dead-lettering to fanout `dlx` ->
-  `payments.dlq` (~10% fail twice and are rejected, carrying `x-exception`),
-  and the quorum queue `audit.q`.
+- rabbitmq (pika): topic exchange `events`; `orders` and `shipments`
+  (`x-max-length` 1500), both kept up with, `invoices` (a worker a little faster
+  than they arrive), `emails` (no consumer, `x-max-length` 5000, kept full, the
+  oldest dropped), `payments` dead-lettering to fanout `dlx` -> `payments.dlq`
+  (a payment that fails is retried once, carrying `x-exception`, then
+  rejected), and the quorum queue `audit.q`.
 - kafka (kafka-python): `orders.events` (3 partitions), `payments.events` and
-  `payments.events.DLT`; group `billing` keeps up, group `analytics` lags.
+  `payments.events.DLT`; group `billing` keeps up, group `analytics` stays
+  about ANALYTICS_LAG records behind.
 - nats (nats-py): JetStream `ORDERS` (limits) read by durable `shipper`, `JOBS`
-  (work queue) where durable `jobs-worker` falls behind, and a core-NATS
-  responder on `demo.echo`.
+  (work queue) where durable `jobs-worker` leaves about JOBS_WAITING waiting,
+  `PAYMENTS` read by durable `charger`, and a core-NATS responder on `demo.echo`.
+
+On top of it, every `--incidents-every` seconds (120 by default, or
+`$SLUICE_DEMO_INCIDENTS_EVERY`; 0: never) one incident episode plays, in turn,
+and heals (dashboard/demo_episodes.py): a
+lost consumer, a stalled group, payments reaching max deliveries, poison
+payments dead-lettered, a slow worker, poison records.
 
 A broker that is down is logged and retried every few seconds; nothing here
 is meant to stop before it is told to.
@@ -36,9 +44,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from dashboard import demo_episodes
+from dashboard.demo_episodes import Trouble
+
 log = logging.getLogger("sluice.demo")
 RETRY_SECONDS = 5
 Broker = dict[str, Any]
+# What share of payments fail while a poison episode plays (none otherwise).
+POISON_SHARE = 0.5
 
 
 class Pace:
@@ -68,14 +81,19 @@ def _payload(n: int, failing: bool = False) -> bytes:
 
 RABBIT_QUEUES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "orders": ({}, ["orders.#"]),
+    "shipments": ({"x-max-length": 1500}, ["orders.#"]),
     "invoices": ({}, ["invoices.#"]),
     "emails": ({"x-max-length": 5000}, ["emails.#"]),
     "payments": ({"x-dead-letter-exchange": "dlx"}, ["payments.#"]),
     "audit.q": ({"x-queue-type": "quorum"}, ["orders.#", "payments.#"]),
 }
+# Invoices arrive at 20/s; their worker takes 30/s, or 12/s while it is slow.
+INVOICE_WORKER, SLOW_INVOICE_WORKER = 30, 12
 
 
-def run_rabbitmq(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
+def run_rabbitmq(
+    broker: Broker, stop: threading.Event, stats: Counter[str], trouble: Trouble
+) -> None:
     import pika
 
     params = pika.URLParameters(broker["amqp_url"])
@@ -89,10 +107,17 @@ def run_rabbitmq(broker: Broker, stop: threading.Event, stats: Counter[str]) -> 
         ch.exchange_declare("dlx", "fanout", durable=True)
         ch.queue_declare("payments.dlq", durable=True)
         ch.queue_bind("payments.dlq", "dlx")
+        held: dict[str, int] = {}
         for queue, (arguments, keys) in RABBIT_QUEUES.items():
-            ch.queue_declare(queue, durable=True, arguments=arguments)
+            held[queue] = ch.queue_declare(
+                queue, durable=True, arguments=arguments
+            ).method.message_count
             for key in keys:
                 ch.queue_bind(queue, "events", key)
+        # Nobody reads emails: it starts full, and each new one pushes out the oldest.
+        # (Filling it at 2/s would be a backlog growing for 40 minutes.)
+        for i in range(RABBIT_QUEUES["emails"][0]["x-max-length"] - held["emails"]):
+            ch.basic_publish("", "emails", _payload(i), pika.BasicProperties(delivery_mode=2))
 
         def ack(ch: Any, method: Any, props: Any, body: bytes) -> None:
             ch.basic_ack(method.delivery_tag)
@@ -127,24 +152,30 @@ def run_rabbitmq(broker: Broker, stop: threading.Event, stats: Counter[str]) -> 
         ch.basic_consume("orders", ack)
         ch.basic_consume("audit.q", ack)
         ch.basic_consume("payments", pay)
+        shipper: str | None = ch.basic_consume("shipments", ack)
         publish = {
             "orders.created": Pace(10),
             "payments.charge": Pace(5),
             "invoices.issued": Pace(20),
             "emails.send": Pace(2),
         }
-        invoice_worker = Pace(12)
-        started = time.monotonic()
+        invoice_worker = Pace(INVOICE_WORKER)
         n = 0
         while not stop.is_set():
-            # 90 s of invoices faster than their worker, then 60 s of pause to drain.
-            busy = (time.monotonic() - started) % 150 < 90
-            publish["invoices.issued"].rate = 20 if busy else 0
-            invoice_worker.rate = 12 if busy else 25
+            # The episodes: the shipments consumer goes away (pika nacks what it had
+            # not handled yet), the invoice worker slows, payments are poisoned.
+            if "consumer lost" in trouble and shipper is not None:
+                ch.basic_cancel(shipper)
+                shipper = None
+            elif "consumer lost" not in trouble and shipper is None:
+                shipper = ch.basic_consume("shipments", ack)
+            slow = "slow worker" in trouble
+            invoice_worker.rate = SLOW_INVOICE_WORKER if slow else INVOICE_WORKER
+            poison = POISON_SHARE if "poison payments" in trouble else 0.0
             for key, pace in publish.items():
                 for _ in range(pace.due()):
                     n += 1
-                    failing = key.startswith("payments") and random.random() < 0.1
+                    failing = key.startswith("payments") and random.random() < poison
                     props = pika.BasicProperties(
                         content_type="application/json",
                         delivery_mode=2,
@@ -169,9 +200,12 @@ def run_rabbitmq(broker: Broker, stop: threading.Event, stats: Counter[str]) -> 
 # --- Kafka -------------------------------------------------------------------
 
 KAFKA_TOPICS = {"orders.events": 3, "payments.events": 2, "payments.events.DLT": 1}
+# Records group analytics leaves unread (some 7 s of orders): few enough that, after a
+# fresh start, it falls that far behind too quickly to look like a backlog growing.
+ANALYTICS_LAG = 100
 
 
-def run_kafka(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
+def run_kafka(broker: Broker, stop: threading.Event, stats: Counter[str], trouble: Trouble) -> None:
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
     servers = broker["bootstrap_servers"]
@@ -191,21 +225,33 @@ def run_kafka(broker: Broker, stop: threading.Event, stats: Counter[str]) -> Non
         "heartbeat_interval_ms": 1000,
     }
     producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20, max_block_ms=10000)
-    billing = KafkaConsumer("orders.events", "payments.events", group_id="billing", **group)
-    analytics = KafkaConsumer(
-        "orders.events", group_id="analytics", enable_auto_commit=False, **group
+    # Both groups commit what each poll read. (Committing every 5 s, as auto-commit does,
+    # makes a lag that, collected every 5 s too, can look as if it grew for a minute.)
+    billing = KafkaConsumer(
+        "orders.events", "payments.events", group_id="billing", enable_auto_commit=False, **group
     )
+    # Analytics polls in a thread of its own: two consumers taking turns in one loop can
+    # keep missing the moment their group's join completes (seen with Tansu).
+    done = threading.Event()
+    failed: list[Exception] = []
+    reader = threading.Thread(
+        target=_analytics, args=(group, done, stats, failed), name="analytics", daemon=True
+    )
+    reader.start()
     try:
-        orders, payments, analyst = Pace(15), Pace(5), Pace(5)
+        orders, payments = Pace(15), Pace(5)
         n = 0
         while not stop.is_set():
+            if failed:
+                raise failed[0]
+            poison = POISON_SHARE if "poison records" in trouble else 0.0
             for _ in range(orders.due()):
                 n += 1
                 producer.send("orders.events", _payload(n), key=f"order-{n % 50}".encode())
                 stats["published"] += 1
             for _ in range(payments.due()):
                 n += 1
-                failing = random.random() < 0.1
+                failing = random.random() < poison
                 producer.send("payments.events", _payload(n, failing), key=str(n).encode())
                 if failing:
                     reason = b"ValueError: amount must be positive"
@@ -213,29 +259,81 @@ def run_kafka(broker: Broker, stop: threading.Event, stats: Counter[str]) -> Non
                     producer.send("payments.events.DLT", _payload(n, True), headers=headers)
                     stats["dead-lettered"] += 1
                 stats["published"] += 1
+            # Stalled, billing keeps polling (so it stays joined) with its partitions paused:
+            # it reads nothing, and its committed offsets stop moving while records arrive.
+            if "stalled group" in trouble:
+                billing.pause(*billing.assignment())
+            elif billing.paused():
+                billing.resume(*billing.paused())
             batches = billing.poll(timeout_ms=100, max_records=500)
-            stats["consumed"] += sum(len(records) for records in batches.values())
-            # Analytics reads a third as fast as orders arrive, so its lag keeps growing.
-            due = analyst.due()
-            if due:
-                batches = analytics.poll(timeout_ms=100, max_records=due)
-                if batches:
-                    analytics.commit()
-                    stats["consumed"] += sum(len(records) for records in batches.values())
+            if batches:
+                billing.commit()
+                stats["consumed"] += sum(len(records) for records in batches.values())
     finally:
+        done.set()
+        reader.join(timeout=10)
         producer.close(timeout=5)
         billing.close()
-        analytics.close()
+
+
+def _analytics(
+    group: dict[str, Any], done: threading.Event, stats: Counter[str], failed: list[Exception]
+) -> None:
+    """Group analytics, until `done`: it reads what lies more than ANALYTICS_LAG records
+    behind the end of orders.events. What stops it is left in `failed` for the runner."""
+    from kafka import KafkaConsumer
+
+    try:
+        consumer = KafkaConsumer(
+            "orders.events", group_id="analytics", enable_auto_commit=False, **group
+        )
+    except Exception as exc:  # noqa: BLE001 - the runner reconnects, whatever it is
+        failed.append(exc)
+        return
+    try:
+        behind, next_look = 0, 0.0
+        while not done.is_set():
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + 1
+                behind = _lag(consumer) - ANALYTICS_LAG
+            if behind <= 0 and consumer.assignment():
+                done.wait(0.1)
+                continue
+            # Unassigned, it polls all the same, to join its group.
+            batches = consumer.poll(timeout_ms=100, max_records=min(max(behind, 1), 500))
+            if batches:
+                consumer.commit()
+                read = sum(len(records) for records in batches.values())
+                behind -= read
+                stats["consumed"] += read
+    except Exception as exc:  # noqa: BLE001 - the runner reconnects, whatever it is
+        failed.append(exc)
+    finally:
+        consumer.close()
+
+
+def _lag(consumer: Any) -> int:
+    """Records between the consumer's positions and the ends of its partitions (0 unassigned)."""
+    parts = list(consumer.assignment())
+    if not parts:
+        return 0
+    ends = consumer.end_offsets(parts, timeout_ms=5000)
+    return sum(max(0, ends[tp] - consumer.position(tp, timeout_ms=5000)) for tp in parts)
 
 
 # --- NATS --------------------------------------------------------------------
 
 
-def run_nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
-    asyncio.run(_nats(broker, stop, stats))
+JOBS_WAITING = 40  # jobs the worker leaves waiting in JOBS
 
 
-async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> None:
+def run_nats(broker: Broker, stop: threading.Event, stats: Counter[str], trouble: Trouble) -> None:
+    asyncio.run(_nats(broker, stop, stats, trouble))
+
+
+async def _nats(
+    broker: Broker, stop: threading.Event, stats: Counter[str], trouble: Trouble
+) -> None:
     import nats
     from nats.js.api import ConsumerConfig, RetentionPolicy
     from nats.js.errors import BadRequestError
@@ -263,9 +361,9 @@ async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> N
         await nc.subscribe("demo.echo", cb=echo)
         shipper = await js.pull_subscribe("orders.>", durable="shipper", stream="ORDERS")
         worker = await js.pull_subscribe("jobs.>", durable="jobs-worker", stream="JOBS")
-        # A payment charger that gives up on some: every 10th is refused until it
-        # reaches max deliveries, every 25th is terminated at once. Both become
-        # dead-letter advisories, which Sluice's capture stream keeps.
+        # A payment charger: while its episode plays, it refuses every third payment
+        # until it reaches max deliveries and terminates every seventh at once. Both
+        # become dead-letter advisories, which Sluice's capture stream keeps.
         charger = await js.pull_subscribe(
             "payments.>",
             durable="charger",
@@ -278,7 +376,8 @@ async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> N
             "jobs.resize": Pace(5),
             "payments.charge": Pace(2),
         }
-        work, ping = Pace(2), Pace(1)
+        work, ping = Pace(5), Pace(1)
+        waiting, next_look = 0, 0.0  # jobs waiting in JOBS, read once a second
         n = 0
         while not stop.is_set():
             for subject, pace in publish.items():
@@ -292,20 +391,27 @@ async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> N
                     stats["consumed"] += 1
             except TimeoutError:  # nothing to fetch; nats-py raises asyncio's
                 pass
-            due = work.due()
+            # The worker takes nothing until JOBS_WAITING wait (seconds after a fresh
+            # start), then as many as arrive, and the surplus when more wait (after a restart).
+            due = work.due() if waiting >= JOBS_WAITING else 0
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + 1
+                waiting = (await worker.consumer_info()).num_pending or 0
+                due += max(0, waiting - JOBS_WAITING)
             if due:
                 try:
-                    for msg in await worker.fetch(batch=due, timeout=0.2):
+                    for msg in await worker.fetch(batch=min(due, 200), timeout=0.2):
                         await msg.ack()
                         stats["consumed"] += 1
                 except TimeoutError:  # nothing to fetch; nats-py raises asyncio's
                     pass
+            refusing = "max deliveries" in trouble
             try:
                 for msg in await charger.fetch(batch=50, timeout=0.1):
                     seq = msg.metadata.sequence.stream
-                    if seq % 25 == 0:
+                    if refusing and seq % 7 == 0:
                         await msg.term()
-                    elif seq % 10 == 0:
+                    elif refusing and seq % 3 == 0:
                         await msg.nak()
                     else:
                         await msg.ack()
@@ -321,14 +427,14 @@ async def _nats(broker: Broker, stop: threading.Event, stats: Counter[str]) -> N
 
 # --- Running -----------------------------------------------------------------
 
-RUNNERS: dict[str, Callable[[Broker, threading.Event, Counter[str]], None]] = {
+RUNNERS: dict[str, Callable[[Broker, threading.Event, Counter[str], Trouble], None]] = {
     "rabbitmq": run_rabbitmq,
     "kafka": run_kafka,
     "nats": run_nats,
 }
 
 
-def keep_running(broker: Broker, stop: threading.Event) -> None:
+def keep_running(broker: Broker, stop: threading.Event, trouble: Trouble) -> None:
     """Run one broker's traffic until stop is set, reconnecting after any failure."""
     stats: Counter[str] = Counter()
     name, run = broker["name"], RUNNERS[broker["kind"]]
@@ -337,7 +443,7 @@ def keep_running(broker: Broker, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             log.info("%s: connecting", name)
-            run(broker, stop, stats)
+            run(broker, stop, stats, trouble)
         # Any error (broker down, connection lost, a client's odd exception) means
         # "reconnect later": the demo exists to keep traffic going.
         except Exception as exc:  # noqa: BLE001
@@ -372,7 +478,17 @@ def load_brokers(path: str) -> list[Broker]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=os.environ.get("SLUICE_CONFIG"))
+    parser.add_argument(
+        "--incidents-every",
+        type=float,
+        default=os.environ.get("SLUICE_DEMO_INCIDENTS_EVERY", "120"),
+        metavar="SECONDS",
+        help="start an incident episode every SECONDS, in turn (default 120, or"
+        " $SLUICE_DEMO_INCIDENTS_EVERY; 0: none)",
+    )
     args = parser.parse_args(argv)
+    if args.incidents_every < 0:
+        parser.error("--incidents-every must be 0 or more seconds")
     level = logging.DEBUG if os.environ.get("SLUICE_DEMO_DEBUG") else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("kafka", "pika", "nats"):
@@ -386,13 +502,24 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    trouble = Trouble()
     threads = [
-        threading.Thread(target=keep_running, args=(b, stop), name=b["name"], daemon=True)
+        threading.Thread(target=keep_running, args=(b, stop, trouble), name=b["name"], daemon=True)
         for b in brokers
     ]
+    threads.append(
+        threading.Thread(
+            target=demo_episodes.play,
+            args=(brokers, args.incidents_every, trouble, stop),
+            name="episodes",
+            daemon=True,
+        )
+    )
     for thread in threads:
         thread.start()
     log.info("demo traffic for %s", ", ".join(b["name"] for b in brokers))
+    if args.incidents_every and demo_episodes.cast(brokers):
+        log.info("demo: an incident episode every %g s", args.incidents_every)
     while not stop.wait(1):
         pass
     log.info("stopping")

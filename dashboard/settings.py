@@ -186,6 +186,12 @@ CELERY_BEAT_SCHEDULE = {
     # The tick decides which brokers are due; per-broker intervals live in the DB.
     "tick": {"task": "dashboard.tasks.tick", "schedule": 1.0, "options": {"expires": 5}},
     "prune-history": {"task": "dashboard.tasks.prune_history", "schedule": 600.0},
+    # Sends the alert notifications that are due (new ones, and retries after a failure).
+    "deliver-notifications": {
+        "task": "dashboard.tasks.deliver_notifications",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -238,11 +244,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     # kafka-python logs every failed connection attempt at ERROR; the broker's
     # state is shown on the page instead. django-axes announces itself at INFO in
-    # every process; its WARNINGs (a failed sign-in, a lockout) are kept.
+    # every process; its WARNINGs (a failed sign-in, a lockout) are kept. urllib3 logs each
+    # request's path at DEBUG, and a Slack webhook's path is its secret.
     "loggers": {
         "kafka": {"level": "CRITICAL"},
         "pika": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        "urllib3": {"level": "INFO"},
     },
 }
 
@@ -280,6 +288,9 @@ SLUICE_NATS_CAPTURE_CHECK_MINUTES = env_int("SLUICE_NATS_CAPTURE_CHECK_MINUTES",
 SLUICE_NATS_DLQ_PATTERNS = env("SLUICE_NATS_DLQ_PATTERNS", "*_DLQ,*-dlq,*.dlq,DLQ_*,dlq.*")
 # How many head messages a dead-letter scan or a dry run reads.
 SLUICE_PEEK_LIMIT = env_int("SLUICE_PEEK_LIMIT", 1000, minimum=1)
+# Triage: a consumer group whose oldest unread record is older than this is an incident
+# (alert rules may change it per group pattern).
+SLUICE_LAG_SECONDS = env_int("SLUICE_LAG_SECONDS", 600, minimum=1)
 # The ${VAR}s that brokers added or changed in the admin may expand (the broker
 # file's may expand any): an admin account must not read the worker's environment.
 SLUICE_ADMIN_ENV_ALLOWLIST = env_list("SLUICE_ADMIN_ENV_ALLOWLIST", "")
@@ -306,6 +317,18 @@ SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 24 * 1024 * 1024
 # A running job whose worker has not reported for this long is shown as interrupted, and can be resumed.
 SLUICE_JOB_STALL_SECONDS = env_int("SLUICE_JOB_STALL_SECONDS", 30, minimum=2)
+
+# Alerts: the address that links in notifications start with (the incidents' pages).
+SLUICE_PUBLIC_URL = env("SLUICE_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+# Email notifications go through this SMTP server.
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = env("SLUICE_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("SLUICE_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env("SLUICE_EMAIL_USER")
+EMAIL_HOST_PASSWORD = env_secret("SLUICE_EMAIL_PASSWORD")
+EMAIL_USE_TLS = env_bool("SLUICE_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = env("SLUICE_EMAIL_FROM", "sluice@localhost")
 
 # Websockets: live views (the overview, a queue, a job, a tail) a user may have open at once.
 SLUICE_WS_MAX_PER_USER = env_int("SLUICE_WS_MAX_PER_USER", 20, minimum=1)

@@ -9,11 +9,13 @@ from celery import shared_task
 from django.core.cache import cache
 
 from dashboard import config
+from dashboard.alerts import deliver as alerts
 from dashboard.collection import collector, history
 from dashboard.jobs import engine as jobs
 from dashboard.jobs import service as jobservice
 from dashboard.live import push as live
 from dashboard.models import Broker
+from dashboard.triage import evaluate as triage
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +52,17 @@ def tick() -> None:
 @shared_task(ignore_result=True)
 def collect_broker(broker_id: int) -> None:
     broker = None
+    planned = 0
     try:
         broker = Broker.objects.filter(pk=broker_id, enabled=True).first()
         if broker is not None:
             collector.collect(broker)
+            # Triage reads what the collection stored, in this worker, never on a request.
+            planned = triage.evaluate(broker).notifications
     finally:
         cache.delete(lock_key(broker_id))
+    if planned:  # at once, rather than at the next scheduled delivery
+        deliver_notifications.delay()
     # Rendering for viewers is a task of its own, so that however many views
     # are watched, the next collection is never held up by them.
     if broker is not None and cache.add(f"push-lock:{broker.name}", 1, timeout=60):
@@ -68,6 +75,14 @@ def push_updates(broker_name: str) -> None:
         live.broadcast(broker_name)
     finally:
         cache.delete(f"push-lock:{broker_name}")
+
+
+@shared_task(ignore_result=True)
+def deliver_notifications() -> None:
+    """Send the alert notifications that are due: new ones, and retries of failed ones."""
+    sent = alerts.deliver_due()
+    if sent:
+        log.info("sent %d alert notification(s)", sent)
 
 
 @shared_task(ignore_result=True)

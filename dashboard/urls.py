@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard.kinds import all_kinds
-from dashboard.views import api, deadletters, jobs, metrics, pages, publish
+from dashboard.views import api, deadletters, incidents, jobs, metrics, pages, publish
 
 # /brokers/<name>/
 broker_urls = [
@@ -25,8 +25,24 @@ job_urls = [
     path("<str:job_id>/<str:verb>", jobs.job_control, name="job-control"),
 ]
 
+# /incidents/
+incident_urls = [
+    path("", incidents.incident_list, name="incidents"),
+    path("<str:incident_id>/", incidents.incident_detail, name="incident-detail"),
+    path("<str:incident_id>/ack", incidents.incident_ack, name="incident-ack"),
+    path("<str:incident_id>/snooze", incidents.incident_snooze, name="incident-snooze"),
+]
+
 # /api/v1/
 api_urls = [
+    path("incidents", incidents.api_incidents, name="api-incidents"),
+    path("incidents/<str:incident_id>", incidents.api_incident, name="api-incident"),
+    path("incidents/<str:incident_id>/ack", incidents.api_incident_ack, name="api-incident-ack"),
+    path(
+        "incidents/<str:incident_id>/snooze",
+        incidents.api_incident_snooze,
+        name="api-incident-snooze",
+    ),
     path("brokers", api.brokers, name="api-brokers"),
     path("brokers/<str:name>/destinations", api.broker_destinations, name="api-destinations"),
     path(
@@ -46,6 +62,7 @@ dashboard_urls = [
     path("", pages.overview, name="overview"),
     path("brokers/<str:name>/", include(broker_urls)),
     path("jobs/", include(job_urls)),
+    path("incidents/", include(incident_urls)),
     *(route for kind in all_kinds() for route in kind.site_urls()),
     path("audit/", pages.audit_log, name="audit"),
     path("audit/export.csv", pages.audit_export, name="audit-export"),

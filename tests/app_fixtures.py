@@ -132,3 +132,37 @@ def collect_series(broker: Any, start: float, count: int = 3) -> float:
     for i in range(count):
         collect_at(broker, start + i * STEP)
     return start + (count - 1) * STEP
+
+
+def collect_and_triage(broker: Any, now: float) -> Any:
+    """One collection stamped `now`, then triage at the same time; returns its Outcome."""
+    from dashboard.triage import evaluate as triage
+
+    collect_at(broker, now)
+    broker.refresh_from_db()
+    return triage.evaluate(broker, now=now)
+
+
+@pytest.fixture
+def fresh_triage(db: Any) -> Iterator[None]:
+    """Each Broker row starts with no triage memory (the cache outlives test databases,
+    and a row's id comes back in the next test) and gets its own adapter."""
+    from django.core.cache import cache
+    from django.db.models.signals import post_save
+
+    from dashboard.collection import collector
+    from dashboard.models import Broker
+    from dashboard.triage import evaluate as triage
+
+    def forget(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+        if created:
+            cache.delete(triage.memo_key(instance))
+
+    for broker in Broker.objects.all():  # made by fixtures set up before this one
+        cache.delete(triage.memo_key(broker))
+    post_save.connect(forget, sender=Broker, dispatch_uid="fresh-triage")
+    yield
+    post_save.disconnect(sender=Broker, dispatch_uid="fresh-triage")
+    for broker in Broker.objects.all():
+        collector.forget_adapter(broker)
+        cache.delete(triage.memo_key(broker))

@@ -28,6 +28,8 @@ NOT_PAGES = {
     "nats-deadletters-edit",
     "nats-deadletters-capture",
     "job-control",
+    "incident-ack",
+    "incident-snooze",
     "reset-control",
     "search-cancel",
     "logout",
@@ -78,6 +80,17 @@ def _listed(api: Any, broker: str, q: str, kinds: set[str]) -> dict[str, str]:
     raise AssertionError(f"{broker}: {kinds} matching {q!r} not collected in time")
 
 
+def _unreachable(api: Any) -> str:
+    """The id of the incident the stack's broker on a closed port opens."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for incident in api("GET", "/incidents?state=open")["incidents"]:
+            if incident["broker"] == "gone" and incident["cause"] == "unreachable":
+                return str(incident["id"])
+        time.sleep(1)
+    raise AssertionError("the unreachable broker opened no incident in time")
+
+
 def _urls(stack: Any, make_topic: Any, js: Any, u: str) -> list[str]:
     """One URL of every page route, over objects made here on the stack's brokers."""
     from kafka import KafkaProducer
@@ -116,6 +129,7 @@ def _urls(stack: Any, make_topic: Any, js: Any, u: str) -> list[str]:
     )
     search = api("POST", f"/brokers/kafka/topics/{topic}/searches", {"body": "n"})
     reset = api("POST", f"/brokers/kafka/groups/{group}/reset", {"to": "earliest", "dry_run": True})
+    incident = _unreachable(api)
 
     def d(broker: str, key: str) -> str:
         return f"/brokers/{broker}/d/{quote(key, safe='')}"
@@ -150,6 +164,8 @@ def _urls(stack: Any, make_topic: Any, js: Any, u: str) -> list[str]:
         f"/brokers/nats/nats/tail/?subject={quote(subject + '.>')}",
         "/jobs/",
         f"/jobs/{job['id']}/",
+        "/incidents/",
+        f"/incidents/{incident}/",
         "/audit/",
         "/admin/",
         "/admin/dashboard/broker/",

@@ -47,7 +47,8 @@ def collected(broker: Broker, name: str, backlog: int) -> None:
         broker.refresh_from_db()
         assert collector.collect(broker), broker.error
         row = Destination.objects.filter(broker=broker, name=name).first()
-        return row is not None and row.backlog == backlog
+        # Settled: the interval the messages arrived in shows them arriving ("growing").
+        return row is not None and row.backlog == backlog and row.trouble == 1
 
     wait_for(seen, timeout=30, every=1)
 

@@ -10,7 +10,7 @@ from channels.testing import WebsocketCommunicator
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from dashboard.asgi import application
-from dashboard.models import AuditEntry, Broker, Destination, Job, OffsetReset, Search
+from dashboard.models import AuditEntry, Broker, Destination, Incident, Job, OffsetReset, Search
 from tests.app_fixtures import closed_port
 
 pytestmark = pytest.mark.django_db
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.django_db
 JOB_ID = "0c4f6a8e-1d2b-4c3a-9e8f-7a6b5c4d3e2f"
 SEARCH_ID = "5b1d2c3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
 RESET_ID = "7e6d5c4b-3a29-4180-9f8e-7d6c5b4a3928"
+INCIDENT_ID = "0b1c2d3e-4f50-4617-8283-94a5b6c7d8e9"
 
 
 @pytest.fixture
@@ -46,6 +47,16 @@ def world(db):
     Search.objects.create(
         public_id=SEARCH_ID, broker=kafka, topic="orders", created_by="bob", state=Search.RUNNING
     )
+    Incident.objects.create(
+        public_id=INCIDENT_ID,
+        broker=broker,
+        cause="unreachable",
+        severity="critical",
+        state="open",
+        summary="unreachable for 5 s: connection refused",
+        rule="A broker is unreachable when a collection fails to reach it.",
+        actions=["broker"],
+    )
     OffsetReset.objects.create(
         public_id=RESET_ID,
         broker=kafka,
@@ -71,6 +82,10 @@ READS = [
     ("/api/v1/brokers/rabbit/destinations/%2F%2Forders/history?window=1h", "viewer"),
     ("/jobs/", "viewer"),
     (f"/jobs/{JOB_ID}/", "viewer"),
+    ("/incidents/", "viewer"),
+    (f"/incidents/{INCIDENT_ID}/", "viewer"),
+    ("/api/v1/incidents?state=all", "viewer"),
+    (f"/api/v1/incidents/{INCIDENT_ID}", "viewer"),
     ("/brokers/rabbit/dead-letters/", "viewer"),
     ("/brokers/rabbit/publish/", "viewer"),
     ("/brokers/rabbit/messages/%2F%2Forders", "viewer"),
@@ -156,6 +171,10 @@ WRITES = [
     ("/brokers/rabbit/dead-letters/edit", {"queue": "//orders", "id": "x"}, "operator"),
     (f"/jobs/{JOB_ID}/cancel", {}, "operator"),
     (f"/jobs/{JOB_ID}/start", {}, "operator"),
+    (f"/incidents/{INCIDENT_ID}/ack", {}, "operator"),
+    (f"/incidents/{INCIDENT_ID}/snooze", {"minutes": "15"}, "operator"),
+    (f"/api/v1/incidents/{INCIDENT_ID}/ack", {}, "operator"),
+    (f"/api/v1/incidents/{INCIDENT_ID}/snooze", {"json": {"minutes": 15}}, "operator"),
     (f"/jobs/{JOB_ID}/resume", {}, "operator"),
     (
         "/api/v1/jobs",
@@ -284,6 +303,14 @@ def test_every_dashboard_route_is_in_the_matrix():
         "jobs/",
         "jobs/<str:job_id>/",
         "jobs/<str:job_id>/<str:verb>",
+        "incidents/",
+        "incidents/<str:incident_id>/",
+        "incidents/<str:incident_id>/ack",
+        "incidents/<str:incident_id>/snooze",
+        "api/v1/incidents",
+        "api/v1/incidents/<str:incident_id>",
+        "api/v1/incidents/<str:incident_id>/ack",
+        "api/v1/incidents/<str:incident_id>/snooze",
         "api/v1/brokers/<str:name>/publish",
         "api/v1/brokers/<str:name>/routes",
         "api/v1/jobs",

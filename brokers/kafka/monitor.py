@@ -344,7 +344,10 @@ class Monitor:
                 "partitions": len(partitions),
                 "under_replicated": sum(1 for p in partitions if p.under_replicated),
                 "offline": sum(1 for p in partitions if p.leader < 0),
-                "groups": len(c.group_ids),
+                # Listed: groups with committed offsets (or an error); the others
+                # (joined but never committed, offsets expired) have no lag to show.
+                "groups": len(groups),
+                "groups_without_offsets": len(c.group_ids) - len(groups),
                 "log_sizes": self.sizes.note or "reported",
                 **c.facts,
             },

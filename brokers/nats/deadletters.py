@@ -36,6 +36,11 @@ CAPTURE_SUBJECTS = (
 )
 MAX_DELIVERIES = "io.nats.jetstream.advisory.v1.max_deliver"
 TERMINATED = "io.nats.jetstream.advisory.v1.terminated"
+# The advisories' subjects: <prefix><MAX_DELIVERIES|MSG_TERMINATED>.<stream>.<consumer>.
+ADVISORY_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER."
+SUBJECT_KINDS = {"MAX_DELIVERIES": "max_deliveries", "MSG_TERMINATED": "terminated"}
+# Pages of per-subject counts read at most (the server sends up to 100,000 subjects a page).
+COUNT_PAGES = 10
 
 
 @dataclass(frozen=True)
@@ -186,3 +191,42 @@ def newest_advisories(
     stored, _ = client.read(capture, start, limit, end=info.last_seq + 1)
     advisories = [a for a in (parse_advisory(m) for m in stored) if a is not None]
     return advisories, info
+
+
+# -- advisories counted per consumer ------------------------------------------------
+
+
+def advisory_subject(subject: str) -> tuple[str, str, str] | None:
+    """(kind, stream, consumer) of a dead-letter advisory's subject; None for another subject.
+
+    Stream and consumer names hold no dots, so the subject splits without doubt.
+    """
+    if not subject.startswith(ADVISORY_PREFIX):
+        return None
+    what, _, where = subject.removeprefix(ADVISORY_PREFIX).partition(".")
+    stream, _, consumer = where.partition(".")
+    kind = SUBJECT_KINDS.get(what)
+    if kind is None or not stream or not consumer or "." in consumer:
+        return None
+    return kind, stream, consumer
+
+
+def advisory_counts(client: DeadLetterClient, capture: str) -> dict[str, int]:
+    """How many dead-letter advisories the capture stream holds, per subject.
+
+    One STREAM.INFO asking for the counts of the advisory subjects (more pages
+    only past 100,000 consumers); no message is read. Missing if there is no
+    stream `capture`.
+    """
+    counts: dict[str, int] = {}
+    for _ in range(COUNT_PAGES):
+        answer = client.api(
+            f"STREAM.INFO.{capture}",
+            {"subjects_filter": f"{ADVISORY_PREFIX}>", "offset": len(counts)},
+            capture,
+        )
+        page = (answer.get("state") or {}).get("subjects") or {}
+        counts.update({str(k): int(v) for k, v in page.items()})
+        if not page or len(counts) >= int(answer.get("total") or 0):
+            break
+    return counts

@@ -106,6 +106,7 @@ def jetstream_destinations(
 
 
 def stream(account: dict[str, Any], detail: dict[str, Any], now: datetime | None) -> Destination:
+    """One stream of `/jsz`, with the backlog this server alone can tell (see `backlog=` below)."""
     name = detail["name"]
     config = detail.get("config") or {}
     state = detail.get("state") or {}
@@ -123,8 +124,11 @@ def stream(account: dict[str, Any], detail: dict[str, Any], now: datetime | None
         type=retention,
         state="sealed" if config.get("sealed") else "",
         # Only a work queue's messages wait for someone; limits and interest
-        # streams keep them for any reader, whose backlog the consumers show
-        # (as a Kafka topic's backlog is 0 and its groups carry the lag).
+        # streams keep them for any reader, whose backlog the consumers show.
+        # This is the stream alone; the dashboard's NATS kind settles the
+        # backlog it stores from the streams and consumers together (its
+        # `settle`: the largest num_pending of the stream's consumers, a
+        # dead-letter stream's messages), and the rate out of it.
         backlog=messages if retention == "workqueue" else 0,
         consumers=state.get("consumer_count", 0),
         # The last sequence only grows: its change is the ingest rate.
@@ -251,8 +255,26 @@ def consumer(
             "last_active": last_active.isoformat() if last_active else None,
             "push_bound": bool(info.get("push_bound")),
             "created": info.get("created"),
+            # The stream's limits and fill, which its consumers' backlogs run into.
+            "stream_limits": stream_limits(detail),
         },
     )
+
+
+def stream_limits(detail: dict[str, Any]) -> dict[str, Any]:
+    """A stream's max_msgs and max_bytes (-1: unlimited), what it holds, and what it does when full.
+
+    discard "old": the oldest messages are dropped, read or not; "new": publishes are refused.
+    """
+    config = detail.get("config") or {}
+    state = detail.get("state") or {}
+    return {
+        "max_msgs": config.get("max_msgs", -1),
+        "max_bytes": config.get("max_bytes", -1),
+        "discard": config.get("discard", "old"),
+        "messages": state.get("messages", 0),
+        "bytes": state.get("bytes", 0),
+    }
 
 
 def jetstream_facts(streams: list[Destination], consumers: list[Destination]) -> dict[str, Any]:

@@ -163,6 +163,7 @@ def _destination(
         out_rate=_rate(q, "deliver_get_details", idle),
         in_total=ms.get("publish") if ms else None,
         out_total=ms.get("deliver_get") if ms else None,
+        removed_total=_removed_total(q, stats),
         arguments=arguments,
         policy=q.get("policy") or "",
         effective_policy=policy,
@@ -172,6 +173,8 @@ def _destination(
             "redeliver_rate": _rate(q, "redeliver_details", idle),
             "messages": q.get("messages"),
             "message_bytes": q.get("message_bytes"),
+            # What max-length-bytes counts: the bodies of ready messages.
+            "message_bytes_ready": q.get("message_bytes_ready"),
             "memory": q.get("memory"),
             "node": q.get("node"),
             "durable": q.get("durable"),
@@ -244,6 +247,16 @@ def _health(overview: dict[str, Any], nodes: list[dict[str, Any]]) -> Health:
             "object_totals": objects,
         },
     )
+
+
+def _removed_total(q: dict[str, Any], stats: bool) -> int | None:
+    """Acknowledged plus delivered or got without acknowledgement, since the queue began."""
+    if q.get("type") == "stream":
+        return None  # a stream keeps what it delivers
+    ms = q.get("message_stats")
+    if not ms:
+        return 0 if stats else None
+    return sum(int(ms.get(k) or 0) for k in ("ack", "deliver_no_ack", "get_no_ack"))
 
 
 def _rate(obj: dict[str, Any], details: str, missing: float | None) -> float | None:

@@ -1,4 +1,5 @@
-"""The Django admin: brokers, users and tokens, open to the admin role only, every change audited."""
+"""The Django admin: brokers, users, tokens and alerts, open to the admin role only, every
+change audited. Alerts have a module of their own (dashboard/admin/alerts.py)."""
 
 from __future__ import annotations
 
@@ -245,3 +246,7 @@ admin.site.unregister(User)
 @admin.register(User)
 class SluiceUserAdmin(AdminRoleMixin, UserAdmin):
     list_display = ["username", "is_active", "is_superuser", "last_login"]
+
+
+# The alert rules, channels, silences and notifications (dashboard/admin/alerts.py).
+from dashboard.admin import alerts  # noqa: E402, F401

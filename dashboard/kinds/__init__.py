@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from brokers.base import Destination as Dest
     from brokers.base import Message, Transfer
     from dashboard.models import Broker, Destination, Job
+    from dashboard.triage.findings import Limit
 
     Route: TypeAlias = URLPattern | URLResolver
 
@@ -98,6 +99,11 @@ class Kind:
     x_headers_owner: ClassVar[str] = "the broker"  # who writes the x- headers it keeps
     # The URL name of the page listing its dead letters, under /brokers/<name>/.
     dead_letters_page: ClassVar[str] = "dashboard:deadletters"
+    # Its own triage detectors (dashboard/kinds/<kind>/detectors.py), functions of a
+    # dashboard.triage.detectors.Context yielding Findings: on the broker (run even
+    # when it is down), and on its destinations (run after a successful collection).
+    broker_detectors: ClassVar[tuple[Any, ...]] = ()
+    destination_detectors: ClassVar[tuple[Any, ...]] = ()
 
     # -- urls ------------------------------------------------------------------
 
@@ -132,6 +138,34 @@ class Kind:
     def panel(self, dest: Destination) -> dict[str, Any]:
         """What `panel_template` shows of `dest`."""
         return {}
+
+    def settle(self, broker: Broker, destinations: tuple[Dest, ...]) -> tuple[Dest, ...]:
+        """The collected destinations with backlog, consumers and lag as this kind defines them.
+
+        The one place those meanings are set: the pages, the API, /metrics and the
+        detectors all read what the collector stores from here. By default, the
+        monitor's figures as they are.
+        """
+        return destinations
+
+    # -- triage ------------------------------------------------------------------
+
+    def limits(self, dest: Destination) -> list[Limit]:
+        """The limits `dest`'s backlog runs into (a maximum length, a stream's max_msgs)."""
+        return []
+
+    def dead_letter_keys(self, broker: Broker, among: list[Destination] | None = None) -> set[str]:
+        """The keys of the broker's dead-letter queues, topics and streams, `among` its
+        destinations as triage loaded them (so that finding them costs no query of its own)."""
+        return set()
+
+    def links(self, dest: Destination) -> dict[str, str]:
+        """URLs of the kind's pages for an incident's actions on `dest`: "browse", "reset"."""
+        return {}
+
+    def lag_seconds(self, dest: Destination) -> float | None:
+        """How far behind `dest`'s readers are, in seconds, where the kind can tell."""
+        return None
 
     # -- dead letters and message jobs -------------------------------------------
 

@@ -1,4 +1,8 @@
-"""What Sluice stores: brokers, their latest state, sample history, tokens, audit."""
+"""What Sluice stores: brokers, their latest state, sample history, tokens, audit.
+
+Incidents and alerts (rules, channels, silences, notifications) live in their own
+modules here; this package exports them.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,34 @@ from brokers.base import OPTIONS
 from brokers.redact import redact_options
 from dashboard.kinds import KINDS as REGISTERED
 from dashboard.kinds import status_labels
+from dashboard.models.alerts import (
+    AlertChannel,
+    AlertRule,
+    DeliveryAttempt,
+    Notification,
+    Silence,
+)
+from dashboard.models.incidents import Incident
+
+__all__ = [
+    "AlertChannel",
+    "AlertRule",
+    "ApiToken",
+    "AuditEntry",
+    "Broker",
+    "DeadLetterScan",
+    "DeliveryAttempt",
+    "Destination",
+    "Incident",
+    "Job",
+    "JobChunk",
+    "Notification",
+    "OffsetReset",
+    "Rollup",
+    "Sample",
+    "Search",
+    "Silence",
+]
 
 
 class Broker(models.Model):
@@ -90,11 +122,16 @@ class Destination(models.Model):
     # Counters the rates are derived from when the broker gives no rate.
     in_total = models.BigIntegerField(null=True)
     out_total = models.BigIntegerField(null=True)
+    # Messages taken off for good, a counter (brokers.base.Destination.removed_total).
+    removed_total = models.BigIntegerField(null=True)
     # 2: backlog growing, 1: backlog and no consumers, 0: neither (3: a Kafka
     # group in ERROR). Stored so that the database ranks thousands of rows
     # without loading them.
     trouble = models.SmallIntegerField(default=0)
     details = models.JSONField(default=dict)
+    # The last samples, [[ts, backlog, in_flight, consumers, in_rate, out_rate, lag], ...]
+    # oldest first: the window triage judges, read with the row.
+    recent = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
     # Set when the broker stopped listing it; kept for its history.
     gone_since = models.DateTimeField(null=True, blank=True)

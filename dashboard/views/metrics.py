@@ -1,6 +1,6 @@
 """For the monitoring stack already in place: /metrics for Prometheus, /readyz for probes.
 
-Both answer from stored state and never call a broker: a scrape costs two
+Both answer from stored state and never call a broker: a scrape costs three
 queries, however many brokers are down.
 
 /metrics needs a Sluice API token of any role (`Authorization: Bearer …`, as a
@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import Count
 from django.db.models.fields.json import KT
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
@@ -29,12 +30,13 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.utils import floatToGoString
 
 from dashboard.auth import role_of
-from dashboard.models import Broker, Destination
+from dashboard.models import Broker, Destination, Incident
 
 log = logging.getLogger(__name__)
 
 LABELS = ("broker", "kind", "vhost", "name")
 BROKER_LABELS = ("broker", "kind")
+INCIDENT_LABELS = ("broker", "cause", "severity")
 
 # Every destination metric: (name, type, help, column). A counter's samples end in _total.
 METRICS = (
@@ -108,6 +110,10 @@ BROKER_METRICS = (
     ),
 )
 
+INCIDENT_METRICS = (
+    ("sluice_incidents_open", "gauge", "Open incidents, by broker, cause and severity."),
+)
+
 Row = tuple[tuple[str, ...], tuple[float | None, ...]]
 
 
@@ -138,6 +144,25 @@ def broker_rows() -> Iterator[Row]:
         )
 
 
+def incident_rows() -> Iterator[Row]:
+    rows = (
+        Incident.objects.filter(state=Incident.OPEN, broker__enabled=True)
+        .values_list("broker__name", "cause", "severity")
+        .annotate(n=Count("id"))
+        .order_by("broker__name", "cause", "severity")
+    )
+    for broker, cause, severity, n in rows:
+        yield (broker, cause, severity), (float(n),)
+
+
+def _families() -> tuple[tuple[Iterator[Row], Any, tuple[str, ...]], ...]:
+    return (
+        (destination_rows(), METRICS, LABELS),
+        (broker_rows(), BROKER_METRICS, BROKER_LABELS),
+        (incident_rows(), INCIDENT_METRICS, INCIDENT_LABELS),
+    )
+
+
 def _number(value: Any) -> float | None:
     try:
         return float(value) if value is not None else None
@@ -155,10 +180,7 @@ def render_text() -> bytes:
     about 0.1 ms a sample, 0.5 s for 5,000 destinations; this writes each destination's
     labels once. tests/test_metrics.py parses it with prometheus_client's parser."""
     out: list[str] = []
-    for rows, metrics, labels in (
-        (destination_rows(), METRICS, LABELS),
-        (broker_rows(), BROKER_METRICS, BROKER_LABELS),
-    ):
+    for rows, metrics, labels in _families():
         lines: list[list[str]] = [[] for _ in metrics]
         for values_of, values in rows:
             inner = ",".join(
@@ -179,10 +201,7 @@ class StoredState:
     """The same figures as prometheus_client families, for the formats it writes (OpenMetrics)."""
 
     def collect(self) -> Iterator[Metric]:
-        for rows, metrics, labels in (
-            (destination_rows(), METRICS, LABELS),
-            (broker_rows(), BROKER_METRICS, BROKER_LABELS),
-        ):
+        for rows, metrics, labels in _families():
             families = [
                 (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
                     name, text, labels=list(labels)

@@ -16,7 +16,8 @@ from dashboard.collection import queries
 from dashboard.kinds import destination_kinds, kind_of
 from dashboard.live import watch
 from dashboard.models import AuditEntry, Broker, Destination
-from dashboard.views import charts
+from dashboard.triage.outlook import outlook
+from dashboard.views import charts, incidents
 
 
 def get_broker_or_404(name: str) -> Broker:
@@ -32,6 +33,8 @@ def listing_context(listing: queries.Listing) -> dict[str, Any]:
     if listing.broker:
         brokers = brokers.filter(name=listing.broker)
     return {
+        **incidents.on_fire(listing.broker),
+        "flagged": incidents.flagged([d.pk for d in rows]),
         "listing": listing,
         "page": page,
         "rows": [(d, charts.sparkline(sparks.get(d.pk, []))) for d in rows],
@@ -102,6 +105,11 @@ def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | No
         # The kind's parts of the page (Kind.*_template) and what its panel shows.
         "kind": kind,
         "panel": kind.panel(dest),
+        "outlook": outlook(dest),
+        "incidents": [
+            (i, incidents.links(i))
+            for i in dest.incidents.filter(state="open").select_related("broker", "destination")
+        ],
     }
 
 

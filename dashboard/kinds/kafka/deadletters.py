@@ -26,18 +26,30 @@ def header_check_key(broker: Any) -> str:
     return f"sluice:kafka-dlt-headers:{broker.pk}"
 
 
-def find(broker: Any, scans: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def find(
+    broker: Any, scans: dict[str, Any] | None = None, among: list[Destination] | None = None
+) -> list[dict[str, Any]]:
     """A Kafka cluster's dead-letter topics, each with why Sluice thinks so.
 
     Two routes: a name matching SLUICE_KAFKA_DLQ_PATTERNS, and records that
     carry an origin-topic header (SLUICE_KAFKA_ORIGIN_HEADERS), as seen by the
-    last look at the topic or by the last header check of every topic.
+    last look at the topic or by the last header check of every topic. `among`:
+    the broker's current destinations, when the caller has loaded them.
     """
-    topics = Destination.objects.filter(broker=broker, kind="topic", gone_since__isnull=True)
+    if among is not None:
+        topics = sorted(
+            (d for d in among if d.kind == "topic" and d.gone_since is None), key=lambda t: t.name
+        )
+    else:
+        topics = list(
+            Destination.objects.filter(
+                broker=broker, kind="topic", gone_since__isnull=True
+            ).order_by("name")
+        )
     by_header: dict[str, str] = cache.get(header_check_key(broker)) or {}
     scanned = latest_scans(broker) if scans is None else scans
     found = []
-    for t in topics.order_by("name"):
+    for t in topics:
         why = []
         pattern = next((p for p in kafka_patterns() if fnmatch.fnmatchcase(t.name, p)), None)
         if pattern:

@@ -9,7 +9,7 @@ from django.urls import include, path
 
 from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.kafka import deadletters, status
+from dashboard.kinds.kafka import deadletters, detectors, status
 from dashboard.kinds.kafka import jobs as job_routing
 from dashboard.kinds.kafka import urls as kind_urls
 from dashboard.kinds.kafka.tail import KafkaTailConsumer
@@ -18,7 +18,9 @@ from dashboard.kinds.kafka.views import publish
 from dashboard.models import Broker, Destination
 
 if TYPE_CHECKING:
+    from brokers.base import Destination as Dest
     from dashboard.kinds import Route
+    from dashboard.triage.findings import Limit
 
 
 class Kafka(Kind):
@@ -32,8 +34,11 @@ class Kafka(Kind):
     actions_template = "dashboard/kafka/actions.html"
     panel_template = "dashboard/kafka/panel.html"
     broker_actions_template = "dashboard/kafka/broker_actions.html"
+    broker_panel_template = "dashboard/kafka/broker_panel.html"
     edit_target_template = "dashboard/kafka/deadletters/edit_target.html"
     x_headers_owner = "the broker or the dead-letter producer"
+    broker_detectors = (detectors.partitions, detectors.no_controller)
+    destination_detectors = (detectors.stalled, detectors.group_error, detectors.retention)
 
     def site_urls(self) -> list[Route]:
         return [path("searches/", include(kind_urls.search_urls))]
@@ -46,6 +51,18 @@ class Kafka(Kind):
 
     def panel(self, dest: Destination) -> dict[str, Any]:
         return status.panel(dest)
+
+    def settle(self, broker: Broker, destinations: tuple[Dest, ...]) -> tuple[Dest, ...]:
+        return detectors.settle(broker, destinations)
+
+    def limits(self, dest: Destination) -> list[Limit]:
+        return detectors.limits(dest)
+
+    def dead_letter_keys(self, broker: Broker, among: list[Destination] | None = None) -> set[str]:
+        return detectors.dead_letter_keys(broker, among)
+
+    def lag_seconds(self, dest: Destination) -> float | None:
+        return detectors.lag_seconds(dest)
 
     def death_info(self, message: Message) -> dict[str, Any]:
         return deadletters.death_info(message)

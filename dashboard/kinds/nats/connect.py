@@ -21,12 +21,19 @@ Client = TypeVar("Client", bound=NatsClient)
 
 
 @overload
-def nats_client(broker: Broker, name: str = ..., ping_interval: int = ...) -> NatsClient: ...
+def nats_client(
+    broker: Broker, name: str = ..., ping_interval: int = ..., *, timeout: float | None = ...
+) -> NatsClient: ...
 
 
 @overload
 def nats_client(
-    broker: Broker, name: str = ..., ping_interval: int = ..., *, cls: type[Client]
+    broker: Broker,
+    name: str = ...,
+    ping_interval: int = ...,
+    *,
+    cls: type[Client],
+    timeout: float | None = ...,
 ) -> Client: ...
 
 
@@ -35,9 +42,11 @@ def nats_client(
     name: str = "sluice",
     ping_interval: int = 20,
     cls: type[NatsClient] = NatsClient,
+    timeout: float | None = None,
 ) -> NatsClient:
     """A connected client for `broker` (a NATS one), of `cls` (a NatsClient or one
-    that extends it); BrokerError if it cannot be made."""
+    that extends it); BrokerError if it cannot be made. `timeout`, when shorter
+    than SLUICE_BROKER_TIMEOUT, bounds each request (and connection attempt)."""
     if broker.kind != "nats":
         raise BrokerError(f"{broker.name} is not a NATS broker", retryable=False)
     try:
@@ -46,7 +55,7 @@ def nats_client(
         raise BrokerError(str(exc), retryable=False) from None
     return cls(
         options,
-        timeout=settings.SLUICE_BROKER_TIMEOUT,
+        timeout=min(settings.SLUICE_BROKER_TIMEOUT, timeout or settings.SLUICE_BROKER_TIMEOUT),
         name=name,
         ping_interval=ping_interval,
     )

@@ -22,7 +22,13 @@ from django.conf import settings
 from django.core.cache import cache
 
 from brokers.base import BrokerError, Message
-from brokers.nats.deadletters import CaptureStatus, ensure_capture, manual_command
+from brokers.nats.client import JetStreamOff, Missing
+from brokers.nats.deadletters import (
+    CaptureStatus,
+    advisory_counts,
+    ensure_capture,
+    manual_command,
+)
 from brokers.nats.pipeline import DeadLetterClient
 from brokers.nats.transfer import REASON_HEADERS, origin_subject
 from dashboard.jobs.deadletters import text_of
@@ -32,9 +38,15 @@ from dashboard.models import Broker, Destination
 log = logging.getLogger(__name__)
 
 
-def client_for(broker: Broker, name: str = "sluice-dead-letters") -> DeadLetterClient:
+# Seconds allowed to each request of the advisory count read after every collection.
+COUNTS_TIMEOUT = 1.0
+
+
+def client_for(
+    broker: Broker, name: str = "sluice-dead-letters", timeout: float | None = None
+) -> DeadLetterClient:
     """A connected client on the broker's client port; BrokerError if it has none or is down."""
-    return nats_client(broker, name, cls=DeadLetterClient)
+    return nats_client(broker, name, cls=DeadLetterClient, timeout=timeout)
 
 
 def _status_key(broker: Broker) -> str:
@@ -79,6 +91,36 @@ def last_check(broker: Broker) -> dict[str, Any] | None:
     return found
 
 
+def capture_stream(broker: Broker) -> str | None:
+    """The stream capturing advisories, as the last check found it; None if none does.
+
+    Before any check, the configured name (SLUICE_NATS_CAPTURE_STREAM).
+    """
+    check = last_check(broker)
+    if check is None:
+        return str(settings.SLUICE_NATS_CAPTURE_STREAM)
+    return (
+        str(check["stream"]) if CaptureStatus(check["state"], check["stream"]).capturing else None
+    )
+
+
+def captured_counts(broker: Broker) -> tuple[str, dict[str, int]] | None:
+    """(capture stream, the advisories it holds per subject), read now in one request.
+
+    None when nothing captures them (no such stream, no JetStream, no client
+    URL): the dead-letters page says how to set it up. BrokerError when the
+    server does not answer within COUNTS_TIMEOUT.
+    """
+    stream = capture_stream(broker)
+    if not stream or not (broker.options or {}).get("url"):
+        return None
+    with client_for(broker, "sluice-triage", timeout=COUNTS_TIMEOUT) as client:
+        try:
+            return stream, advisory_counts(client, stream)
+        except (Missing, JetStreamOff):
+            return None
+
+
 def how_to_create() -> str:
     return manual_command(
         settings.SLUICE_NATS_CAPTURE_STREAM,
@@ -94,14 +136,36 @@ def patterns() -> list[str]:
     return [p.strip() for p in settings.SLUICE_NATS_DLQ_PATTERNS.split(",") if p.strip()]
 
 
-def dead_letter_streams(broker: Broker, capture: str = "") -> list[dict[str, Any]]:
-    """Streams whose names match SLUICE_NATS_DLQ_PATTERNS, as the last collection saw them."""
+def dead_letter_pattern(name: str, vhost: str = "") -> str | None:
+    """The SLUICE_NATS_DLQ_PATTERNS pattern that makes stream `name` a dead-letter stream, if any.
+
+    Streams of other accounts are not: Sluice cannot read them.
+    """
+    if vhost:
+        return None
+    return next((p for p in patterns() if fnmatch.fnmatchcase(name, p)), None)
+
+
+def dead_letter_streams(
+    broker: Broker, capture: str = "", among: list[Destination] | None = None
+) -> list[dict[str, Any]]:
+    """Streams whose names match SLUICE_NATS_DLQ_PATTERNS, as the last collection saw them
+    (`among` the broker's current destinations, when the caller has loaded them)."""
     found = []
-    streams = Destination.objects.filter(broker=broker, kind="stream", gone_since__isnull=True)
-    for stream in streams.order_by("name"):
-        if stream.name == capture or stream.vhost:
-            continue  # the capture stream; streams of other accounts are out of reach
-        pattern = next((p for p in patterns() if fnmatch.fnmatchcase(stream.name, p)), None)
+    if among is not None:
+        streams = sorted(
+            (d for d in among if d.kind == "stream" and d.gone_since is None), key=lambda s: s.name
+        )
+    else:
+        streams = list(
+            Destination.objects.filter(
+                broker=broker, kind="stream", gone_since__isnull=True
+            ).order_by("name")
+        )
+    for stream in streams:
+        if stream.name == capture:
+            continue
+        pattern = dead_letter_pattern(stream.name, stream.vhost)
         if pattern:
             extra = (stream.details or {}).get("extra") or {}
             found.append(

@@ -10,7 +10,7 @@ from django.urls import path
 
 from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.nats import deadletters, status
+from dashboard.kinds.nats import deadletters, detectors, status
 from dashboard.kinds.nats import jobs as job_routing
 from dashboard.kinds.nats import urls as kind_urls
 from dashboard.kinds.nats.tail import NatsTailConsumer
@@ -18,7 +18,10 @@ from dashboard.kinds.nats.views import publish
 from dashboard.models import Broker
 
 if TYPE_CHECKING:
+    from brokers.base import Destination as Dest
     from dashboard.kinds import Route
+    from dashboard.models import Destination
+    from dashboard.triage.findings import Limit
 
 
 class Nats(Kind):
@@ -35,6 +38,8 @@ class Nats(Kind):
     edit_target_template = "dashboard/nats/_edit_target.html"
     edit_note_template = "dashboard/nats/_edit_note.html"
     dead_letters_page = "dashboard:nats-deadletters"
+    broker_detectors = (detectors.healthz,)
+    destination_detectors = (detectors.stalled, detectors.dead_letters, detectors.redelivery)
 
     def websocket_urls(self) -> list[Route]:
         # A NATS subject may hold "/" and wildcards: it travels in ?subject=.
@@ -46,6 +51,17 @@ class Nats(Kind):
 
     def status_rules(self, broker: Broker, since: float, now: float) -> Any:
         return status.rules(broker, since, now)
+
+    def settle(self, broker: Broker, destinations: tuple[Dest, ...]) -> tuple[Dest, ...]:
+        return detectors.settle(destinations)
+
+    # -- triage ------------------------------------------------------------------
+
+    def limits(self, dest: Destination) -> list[Limit]:
+        return detectors.limits(dest)
+
+    def dead_letter_keys(self, broker: Broker, among: list[Destination] | None = None) -> set[str]:
+        return detectors.dead_letter_keys(broker, among)
 
     def death_info(self, message: Message) -> dict[str, Any]:
         return deadletters.death_info(message)

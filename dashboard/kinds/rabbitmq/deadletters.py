@@ -19,19 +19,25 @@ def patterns() -> list[str]:
     return [p.strip() for p in settings.SLUICE_DLQ_PATTERNS.split(",") if p.strip()]
 
 
-def find(broker: Any, scans: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def find(
+    broker: Any, scans: dict[str, Any] | None = None, among: list[Destination] | None = None
+) -> list[dict[str, Any]]:
     """The broker's dead-letter queues, each with why Sluice thinks so.
 
-    `scans`: the latest looks (`latest_scans`) when the caller has them already.
+    `scans`: the latest looks (`latest_scans`) when the caller has them already;
+    `among`: the broker's current destinations, when the caller has loaded them.
 
     Two routes: a queue bound to an exchange that some queue's arguments or
     policy name as its dead-letter exchange, and a name matching a pattern.
     """
-    queues = list(
-        Destination.objects.filter(
-            broker=broker, kind__in=("queue", "stream"), gone_since__isnull=True
+    if among is not None:
+        queues = [d for d in among if d.kind in ("queue", "stream") and d.gone_since is None]
+    else:
+        queues = list(
+            Destination.objects.filter(
+                broker=broker, kind__in=("queue", "stream"), gone_since__isnull=True
+            )
         )
-    )
     dlx_users: dict[tuple[str, str], list[str]] = {}
     for q in queues:
         limit = ((q.details or {}).get("extra") or {}).get("limits", {}).get("dead-letter-exchange")

@@ -4,12 +4,14 @@ queues found from their exchanges, and replays through AMQP."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 from brokers.base import Message
 from dashboard.kinds import Kind
-from dashboard.kinds.rabbitmq import deadletters
+from dashboard.kinds.rabbitmq import deadletters, detectors
 from dashboard.kinds.rabbitmq import jobs as job_routing
 from dashboard.kinds.rabbitmq import urls as kind_urls
 from dashboard.kinds.rabbitmq.views import messages
@@ -17,7 +19,7 @@ from dashboard.kinds.rabbitmq.views.deadletters import RabbitDeadLetters
 from dashboard.models import Broker, Destination
 
 if TYPE_CHECKING:
-    pass
+    from dashboard.triage.findings import Limit
 
 
 class RabbitMQ(Kind):
@@ -30,6 +32,8 @@ class RabbitMQ(Kind):
     live_template = "dashboard/rabbitmq/destination_live.html"
     more_template = "dashboard/rabbitmq/destination_more.html"
     broker_actions_template = "dashboard/rabbitmq/broker_actions.html"
+    broker_detectors = (detectors.alarms,)
+    destination_detectors = (detectors.stalled, detectors.redelivery)
 
     def panel(self, dest: Destination) -> dict[str, Any]:
         """The bindings into the queue, from the last topology read (destination_more.html)."""
@@ -41,6 +45,18 @@ class RabbitMQ(Kind):
             and b.get("destination_type") == "queue"
         ]
         return {"bindings": bindings}
+
+    def limits(self, dest: Destination) -> list[Limit]:
+        return detectors.limits(dest)
+
+    def links(self, dest: Destination) -> dict[str, str]:
+        if dest.kind != "queue":
+            return {}
+        page = reverse("dashboard:messages", args=[dest.broker.name, "K"])[:-1]
+        return {"browse": page + quote(dest.key, safe="")}
+
+    def dead_letter_keys(self, broker: Broker, among: list[Destination] | None = None) -> set[str]:
+        return {found["queue"].key for found in deadletters.find(broker, among=among)}
 
     def death_info(self, message: Message) -> dict[str, Any]:
         return deadletters.death_info(message)
