@@ -27,8 +27,9 @@ more collection per broker (the times run on, so the window slides):
 
     store   `collector.store()` of the collection: the database side of one
             collection (the kind's settling and status rules, rows, samples);
-    triage  `dashboard.triage.evaluate.evaluate(broker, now)`: every detector
-            of the broker and its kind, and the Incident rows kept in step.
+    triage  `dashboard.triage.evaluate.evaluate(broker, now, destinations=...)`
+            with the rows the store returned, as the worker runs it: every
+            detector of the broker and its kind, and the Incident rows kept in step.
 
 and prints the medians (wall and this process's CPU), triage ÷ store per
 broker and for all three, the incidents found, and PASS or FAIL against the
@@ -71,7 +72,8 @@ each broker in turn:
     collect  `collector.collect(broker, now)`: the whole collection, the
              broker's side (the adapter's requests and mapping; the Broker's
              collect_ms) and storing it (collector.store, after_collect);
-    triage   `evaluate(broker, now)` at the same stamp.
+    triage   `evaluate(broker, now, destinations=...)` at the same stamp, with the
+             rows the collection stored, as the worker runs it.
 
 and prints the medians, triage ÷ collection per broker and for all three
 (PASS or FAIL against 10%, on the wall medians: the target's own ratio), and
@@ -599,6 +601,7 @@ class Run:
     done: int = 0  # collections stored
     opened: int = 0
     resolved: int = 0
+    stored: list[Any] = field(default_factory=list)  # the rows the last collection stored
 
     def next_collection(self) -> tuple[Snapshot, float]:
         return self.snapshot(self.done), self.start + self.done * INTERVAL
@@ -606,13 +609,15 @@ class Run:
     def store(self, snap: Snapshot, now: float) -> None:
         from dashboard.collection import collector
 
-        collector.store(self.broker, snap, now)
+        self.stored = []  # as in the worker, the last collection's rows are gone by now
+        self.stored = collector.store(self.broker, snap, now)
         self.done += 1
 
     def triage(self, now: float) -> None:
         from dashboard.triage.evaluate import evaluate
 
-        outcome = evaluate(self.broker, now)
+        # As the worker does: the rows the collection stored, handed over.
+        outcome = evaluate(self.broker, now, destinations=self.stored)
         self.opened += len(outcome.opened)
         self.resolved += len(outcome.resolved)
 
@@ -728,6 +733,7 @@ class Live:
     broker: Any
     opened: int = 0
     resolved: int = 0
+    stored: list[Any] = field(default_factory=list)  # the rows the last collection stored
     topology: int = 0  # timed collections that read the topology too
     broker_side: list[float] = field(default_factory=list)  # seconds, from collect_ms
     storing: list[float] = field(default_factory=list)  # the collection less its broker side
@@ -737,8 +743,9 @@ class Live:
         from dashboard.collection import collector
 
         read = self.broker.topology_at
+        self.stored = []
         with Timed() as took:
-            ok = collector.collect(self.broker, now=now)
+            ok = collector.collect(self.broker, now=now, stored=self.stored)
         if not ok:
             raise RuntimeError(f"{self.label}: the collection failed: {self.broker.error}")
         side = (self.broker.collect_ms or 0) / 1000
@@ -751,7 +758,8 @@ class Live:
         from dashboard.triage.evaluate import evaluate
 
         with Timed() as took:
-            outcome = evaluate(self.broker, now)
+            # As the worker does (dashboard/tasks.py): the rows the collection stored.
+            outcome = evaluate(self.broker, now, destinations=self.stored)
         self.opened += len(outcome.opened)
         self.resolved += len(outcome.resolved)
         return took.wall, took.cpu

@@ -14,7 +14,7 @@ from dashboard.collection import collector, history
 from dashboard.jobs import engine as jobs
 from dashboard.jobs import service as jobservice
 from dashboard.live import push as live
-from dashboard.models import Broker
+from dashboard.models import Broker, Destination
 from dashboard.triage import evaluate as triage
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,10 @@ def collect_broker(broker_id: int) -> None:
     try:
         broker = Broker.objects.filter(pk=broker_id, enabled=True).first()
         if broker is not None:
-            collector.collect(broker)
-            # Triage reads what the collection stored, in this worker, never on a request.
-            planned = triage.evaluate(broker).notifications
+            stored: list[Destination] = []
+            collector.collect(broker, stored=stored)
+            # Triage judges what the collection stored, in this worker, never on a request.
+            planned = triage.evaluate(broker, destinations=stored).notifications
     finally:
         cache.delete(lock_key(broker_id))
     if planned:  # at once, rather than at the next scheduled delivery

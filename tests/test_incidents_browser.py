@@ -112,14 +112,15 @@ def test_an_incident_appears_live_is_acknowledged_and_leaves(stack, chromium, un
         assert seen.locator("body.can-operate").count() == 0
         assert not theirs.locator("button", has_text="Acknowledge").is_visible()
         assert not theirs.locator("button", has_text="Snooze").is_visible()
-        # ...and a hand-made acknowledgement is refused, with the page's own CSRF token.
-        csrf = theirs.locator("input[name=csrfmiddlewaretoken]").first.input_value()
+        # ...and a hand-made acknowledgement is refused, with the page's own CSRF token (the
+        # one htmx sends: fragments pushed over the websocket carry no form token).
+        csrf = seen.evaluate("JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRFToken']")
         refused = seen.request.post(
             f"{stack.url}/incidents/{public_id}/ack",
-            form={"csrfmiddlewaretoken": csrf},
-            headers={"Referer": f"{stack.url}/"},
+            headers={"X-CSRFToken": csrf, "Referer": f"{stack.url}/"},
         )
         assert refused.status == 403
+        assert "This needs the operator role." in refused.text()  # the role, not the token
 
         # The operator acknowledges it: it leaves the section, and stays gone.
         acknowledge.click()

@@ -55,8 +55,11 @@ def forget_adapter(broker: Broker) -> None:
         cached[1].close()
 
 
-def collect(broker: Broker, now: float | None = None) -> bool:
-    """Collect `broker` once; True if it answered."""
+def collect(
+    broker: Broker, now: float | None = None, stored: list[Destination] | None = None
+) -> bool:
+    """Collect `broker` once; True if it answered. `stored`, when given, receives the
+    destinations as stored (for triage, which then need not read them back)."""
     now = time.time() if now is None else now
     want_topology = (
         broker.topology_at is None
@@ -69,7 +72,9 @@ def collect(broker: Broker, now: float | None = None) -> bool:
         forget_adapter(broker)
         mark_down(broker, exc.message, now)
         return False
-    store(broker, snapshot, now, elapsed=time.monotonic() - started)
+    rows = store(broker, snapshot, now, elapsed=time.monotonic() - started)
+    if stored is not None:
+        stored.extend(rows)
     kind_of(broker).after_collect(broker)
     return True
 
@@ -178,7 +183,10 @@ _FIELDS = (
 SampleRow = tuple[str, int, int, int, float | None, float | None, int | None]
 
 
-def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) -> None:
+def store(
+    broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0
+) -> list[Destination]:
+    """Store one collection; returns the broker's current destinations as stored."""
     at = datetime.fromtimestamp(now, UTC)
     existing = {
         row[0]: row[1:]
@@ -196,7 +204,7 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
         )
         .iterator()
     }
-    rows_new, rows_update, samples = _rows(broker, snapshot, existing, now)
+    rows_new, rows_update, samples, current = _rows(broker, snapshot, existing, now)
     with transaction.atomic():
         Destination.objects.bulk_create(rows_new, batch_size=500)
         _update_rows(rows_update)
@@ -207,16 +215,19 @@ def store(broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0) 
             )
         _store_samples(broker, samples, int(now))
         _mark_up(broker, snapshot, now, elapsed)
+    return [*rows_new, *current]
 
 
 def _rows(
     broker: Broker, snapshot: Snapshot, existing: dict[str, tuple[Any, ...]], now: float
-) -> tuple[list[Destination], list[tuple[Any, ...]], list[SampleRow]]:
-    """New rows, updates of known rows and samples; takes each seen key out of `existing`."""
+) -> tuple[list[Destination], list[tuple[Any, ...]], list[SampleRow], list[Destination]]:
+    """New rows, updates of known rows, samples, and the known rows as they will read;
+    takes each seen key out of `existing`."""
     at = datetime.fromtimestamp(now, UTC)
     rows_new: list[Destination] = []
     rows_update: list[tuple[Any, ...]] = []
     samples: list[SampleRow] = []
+    current: list[Destination] = []
     # A kind's status rules judge some destinations from their recent samples
     # (Kafka groups, NATS consumers: dashboard/kinds/<kind>/status.py).
     since = statuswindow.window_since(now, broker.effective_interval)
@@ -271,10 +282,13 @@ def _rows(
             rows_new.append(Destination(broker=broker, kind=dest.kind, key=dest.key, **values))
         else:
             rows_update.append((*(values[f] for f in _FIELDS), prev[0]))
+            current.append(
+                Destination(id=prev[0], broker_id=broker.pk, kind=dest.kind, key=dest.key, **values)
+            )
         samples.append(
             (dest.key, dest.backlog, dest.in_flight, dest.consumers, in_rate, out_rate, dest.lag)
         )
-    return rows_new, rows_update, samples
+    return rows_new, rows_update, samples, current
 
 
 def _store_samples(broker: Broker, samples: list[SampleRow], ts: int) -> None:

@@ -245,7 +245,8 @@ def dead_letters_arriving(ctx: Context) -> Iterable[Finding]:
         span = points[-1].ts - points[0].ts
         recent = points[-1].in_rate or 0.0
         # Opens on arrivals in the latest interval; holds until a whole window has none.
-        if count < 1 or (recent <= 0 and not ctx.is_open("dead_letters", dest.key)):
+        # Rates times seconds: one message may come to 0.9999; round to whole messages.
+        if round(count) < 1 or (recent <= 0 and not ctx.is_open("dead_letters", dest.key)):
             continue
         per_minute = recent * 60
         many = per_minute >= ctx.threshold("dead_letters", 60, dest)

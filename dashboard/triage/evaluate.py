@@ -52,7 +52,14 @@ def memo_key(broker: Broker) -> str:
     return f"sluice:triage-memo:{broker.pk}"
 
 
-def evaluate(broker: Broker, now: float | None = None) -> Outcome:
+def evaluate(
+    broker: Broker, now: float | None = None, destinations: list[Destination] | None = None
+) -> Outcome:
+    """Run every detector for `broker` and keep its incidents in step.
+
+    `destinations`: its current rows as the collection just stored them
+    (collector.collect's `stored`); read from the database when not given.
+    """
     now = time.time() if now is None else now
     kind = kind_of(broker)
     live = {
@@ -69,8 +76,14 @@ def evaluate(broker: Broker, now: float | None = None) -> Outcome:
     found, failed = _run(ctx, (*detectors.BROKER, *kind.broker_detectors))
     judged_destinations = broker.status == Broker.STATUS_UP
     if judged_destinations:
-        ctx.destinations = list(
-            Destination.objects.filter(broker=broker, gone_since__isnull=True).only(*_FIELDS)
+        # Rows the database gave no id to on insert cannot be told apart: read them back.
+        given = destinations and all(d.pk is not None for d in destinations)
+        ctx.destinations = (
+            destinations
+            if given and destinations
+            else list(
+                Destination.objects.filter(broker=broker, gone_since__isnull=True).only(*_FIELDS)
+            )
         )
         ctx.since = window_since(now, broker.effective_interval)
         more, failed_too = _run(ctx, (*detectors.DESTINATION, *kind.destination_detectors))

@@ -10,7 +10,9 @@ from urllib.parse import quote
 import pika
 import pytest
 
+from dashboard.collection import collector
 from dashboard.models import Destination, Incident
+from dashboard.triage import evaluate as triage
 from tests.app_fixtures import collect_and_triage as step
 from tests.app_fixtures import wait_for
 from tests.rabbit_fixtures import management
@@ -62,6 +64,16 @@ def test_a_queue_that_loses_its_consumer_opens_an_incident_and_recovery_resolves
     assert incident.severity == "critical"
     assert incident.evidence["had"] == 1
     assert "open" in incident.actions and "browse" in incident.actions
+
+    # Judged from the rows the collection hands over (as the worker does), or read back
+    # from the database, it is the same incident.
+    stored: list[Any] = []
+    rabbit_broker.refresh_from_db()
+    assert collector.collect(rabbit_broker, now=t + 31, stored=stored)
+    handed = triage.evaluate(rabbit_broker, now=t + 31, destinations=stored)
+    read = triage.evaluate(rabbit_broker, now=t + 31)
+    assert {(i.cause, i.key) for i in handed.open} == {(i.cause, i.key) for i in read.open}
+    assert ("consumers_lost", f"//{queue}") in {(i.cause, i.key) for i in handed.open}
 
     # Still no consumer: the same incident holds, however far the window slides.
     for i in range(1, 12):
