@@ -102,6 +102,9 @@ def test_unacked_deliveries_show_as_in_flight_with_the_consumer(adapter, declare
             and d.backlog == 15
             and d.consumers == 1
             and len(d.consumer_details) == 1
+            # The consumer's channel and client come from channel statistics, emitted
+            # on a tick of their own: the consumer may be listed before them.
+            and bool(d.consumer_details[0].channel)
         )
 
     dest = find(wait_for(adapter, prefetched), "/", queue)
