@@ -302,3 +302,22 @@ leafnodes {{ remotes: [{{ url: "nats://127.0.0.1:{ports["leaf_a"]}" }}] }}
 """
         ),
     }
+
+
+async def nak_round(
+    ctx: Any, subject: str, stream: str, durable: str, publish: int, expect: int, ack: bool = False
+) -> None:
+    """Publish `publish` messages on `subject`, then take every one of the `expect` deliveries
+    due from the pull consumer `durable` and nak (or ack) each."""
+    for _ in range(publish):
+        await ctx.publish(subject, b"x")
+    sub = await ctx.pull_subscribe_bind(durable=durable, stream=stream)
+    seen: set[int] = set()
+    for _ in range(20):  # a nak'd message may come back a moment later
+        for msg in await sub.fetch(100, timeout=2):
+            seen.add(msg.metadata.sequence.stream)
+            await (msg.ack_sync() if ack else msg.nak())
+        if len(seen) >= expect:
+            break
+    await sub.unsubscribe()
+    assert len(seen) == expect

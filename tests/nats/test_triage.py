@@ -28,7 +28,7 @@ from dashboard.triage.findings import Limit, duration
 from tests.app_fixtures import STEP
 from tests.app_fixtures import collect_and_triage as step
 from tests.nats.test_deadletters import captured, fail
-from tests.nats_fixtures import JetStream, NatsServer, free_port
+from tests.nats_fixtures import JetStream, NatsServer, free_port, nak_round
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_triage")]
 
@@ -319,19 +319,7 @@ def test_redeliveries_rising_two_collections_in_a_row_open_a_redelivery_storm(
 
     async def round_of(publish: int, expect: int, ack: bool = False) -> None:
         """Publish, then take every one of the `expect` messages due and nak (or ack) it."""
-        ctx = nc.jetstream()
-        for _ in range(publish):
-            await ctx.publish(f"{unique_name}.job", b"x")
-        sub = await ctx.pull_subscribe_bind(durable="naks", stream=stream)
-        seen: set[int] = set()
-        for _ in range(20):  # a nak'd message may come back a moment later
-            for msg in await sub.fetch(100, timeout=2):
-                seen.add(msg.metadata.sequence.stream)
-                await (msg.ack_sync() if ack else msg.nak())
-            if len(seen) >= expect:
-                break
-        await sub.unsubscribe()
-        assert len(seen) == expect
+        await nak_round(nc.jetstream(), f"{unique_name}.job", stream, "naks", publish, expect, ack)
 
     def redelivered() -> int:
         return int(dest(nats_broker, key).details["extra"]["num_redelivered"])

@@ -18,7 +18,7 @@ from dashboard.collection import collector
 from dashboard.models import Broker, Destination, Incident
 from dashboard.triage import evaluate as triage
 from tests.app_fixtures import STEP, collect_at
-from tests.nats_fixtures import JetStream
+from tests.nats_fixtures import JetStream, nak_round
 
 pytestmark = pytest.mark.django_db
 
@@ -50,19 +50,7 @@ def test_a_redelivery_storm_ends_when_all_that_stays_redelivered_was_given_up(
 
     async def round_of(publish: int, expect: int, ack: bool = False) -> None:
         """Publish, then take every one of the `expect` deliveries due and nak (or ack) it."""
-        ctx = nc.jetstream()
-        for _ in range(publish):
-            await ctx.publish(f"{unique_name}.pay", b"x")
-        sub = await ctx.pull_subscribe_bind(durable="payer", stream=stream)
-        seen: set[int] = set()
-        for _ in range(20):  # a nak'd message may come back a moment later
-            for msg in await sub.fetch(100, timeout=2):
-                seen.add(msg.metadata.sequence.stream)
-                await (msg.ack_sync() if ack else msg.nak())
-            if len(seen) >= expect:
-                break
-        await sub.unsubscribe()
-        assert len(seen) == expect
+        await nak_round(nc.jetstream(), f"{unique_name}.pay", stream, "payer", publish, expect, ack)
 
     def consumer() -> Destination:
         return Destination.objects.get(broker=nats_broker, key=key)
