@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -92,6 +93,26 @@ def test_the_same_failure_keeps_one_incident_and_recovery_resolves_it(failing, r
     second = fail(failing, t + 20)
     assert second.pk != first.pk
     assert second.recurrences() == 2
+
+
+def test_a_standing_incident_is_rewritten_when_what_it_shows_changes_or_once_a_minute(
+    failing,
+):
+    t = time.time()
+    fail(failing, t)
+    written = fail(failing, t + 185)  # "unreachable for 3 min": its text changed
+    assert "unreachable for 3 min" in written.summary
+    for later in (t + 195, t + 205):  # still "3 min": the row is left as it is
+        same = fail(failing, later)
+        assert (same.seen_at, same.summary) == (written.seen_at, written.summary)
+    changed = fail(failing, t + 215)  # "4 min": written at once
+    assert "unreachable for 4 min" in changed.summary
+    assert changed.seen_at.timestamp() == pytest.approx(t + 215)
+    # Unchanged, but its last write a minute old: written again, so seen_at stays true.
+    Incident.objects.filter(pk=changed.pk).update(seen_at=changed.seen_at - timedelta(seconds=55))
+    beat = fail(failing, t + 220)
+    assert beat.summary == changed.summary
+    assert beat.seen_at.timestamp() == pytest.approx(t + 220)
 
 
 def test_an_operator_acknowledges_and_it_leaves_on_fire_audited(client_for, failing):

@@ -51,8 +51,11 @@ class Incident(models.Model):
     urgency = models.IntegerField(default=0)  # the On fire ranking, stored so SQL can order by it
     worsening = models.BooleanField(default=False)
     started_at = models.DateTimeField(default=timezone.now)
-    seen_at = models.DateTimeField(default=timezone.now)  # the last collection that found it
-    seen = models.PositiveIntegerField(default=1)  # collections that found it in a row
+    # The last collection that found it, to within a minute: an open incident that nothing
+    # shown changed is written once a minute (triage.evaluate.HEARTBEAT_SECONDS).
+    seen_at = models.DateTimeField(default=timezone.now)
+    # Collections that found it in a row: what confirms a pending one (counted while written).
+    seen = models.PositiveIntegerField(default=1)
     opened_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)

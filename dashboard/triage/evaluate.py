@@ -38,6 +38,10 @@ _ATTRS = (
     "worsening", "seen_at", "seen", "opened_at", "name", "destination_id",
 )  # fmt: skip
 _COLUMNS = [Incident._meta.get_field(a.removesuffix("_id")).column for a in _ATTRS]
+# What a person sees of an open incident. When none of it changed, the row is written only
+# once a minute (seen_at), so a thousand standing incidents cost no writes most rounds.
+_SHOWN = tuple(a for a in _ATTRS if a not in ("seen_at", "seen"))
+HEARTBEAT_SECONDS = 60
 
 
 @dataclass
@@ -133,13 +137,19 @@ def _reconcile(
         if incident is None:
             incident = Incident(broker=ctx.broker, key=f.key, cause=f.cause, started_at=at, seen=0)
             created.append(incident)
-        else:
-            updated.append(incident)
+        before = [getattr(incident, a) for a in _SHOWN]
+        written = incident.seen_at
         _apply(incident, f, at, ctx.now)
         if incident.state == Incident.PENDING and incident.seen >= f.confirm:
             incident.state = Incident.OPEN
             incident.opened_at = at
             outcome.opened.append(incident)
+        if incident.pk is not None and (
+            incident.state == Incident.PENDING  # its count of findings in a row decides
+            or [getattr(incident, a) for a in _SHOWN] != before
+            or (at - written).total_seconds() >= HEARTBEAT_SECONDS
+        ):
+            updated.append(incident)
         if incident.state == Incident.OPEN:
             outcome.open.append(incident)
     gone: list[Incident] = []
