@@ -23,3 +23,6 @@ class DashboardConfig(AppConfig):
 
         # Signing out closes the session's websockets (a tail would stream on otherwise).
         user_logged_out.connect(sockets.end_session_sockets, dispatch_uid="sluice-sockets")
+        from dashboard.live import fragments
+
+        fragments.connect()

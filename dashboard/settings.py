@@ -319,6 +319,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 24 * 1024 * 1024
 SLUICE_JOB_STALL_SECONDS = env_int("SLUICE_JOB_STALL_SECONDS", 30, minimum=2)
 
 # Alerts: the address that links in notifications start with (the incidents' pages).
+# Pages' shared live fragments are cached under this scope (dashboard/live/fragments.py):
+# two Sluice deployments that share one Redis and its key prefix set it apart.
+SLUICE_FRAGMENT_SCOPE = env("SLUICE_FRAGMENT_SCOPE", "")
 SLUICE_PUBLIC_URL = env("SLUICE_PUBLIC_URL", "http://localhost:8000").rstrip("/")
 # Email notifications go through this SMTP server.
 EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

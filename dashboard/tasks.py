@@ -13,6 +13,7 @@ from dashboard.alerts import deliver as alerts
 from dashboard.collection import collector, history
 from dashboard.jobs import engine as jobs
 from dashboard.jobs import service as jobservice
+from dashboard.live import fragments
 from dashboard.live import push as live
 from dashboard.models import Broker, Destination
 from dashboard.triage import evaluate as triage
@@ -60,6 +61,7 @@ def collect_broker(broker_id: int) -> None:
             collector.collect(broker, stored=stored)
             # Triage judges what the collection stored, in this worker, never on a request.
             planned = triage.evaluate(broker, destinations=stored).notifications
+            fragments.changed(broker.name)  # pages show this collection from now on
     finally:
         cache.delete(lock_key(broker_id))
     if planned:  # at once, rather than at the next scheduled delivery

@@ -16,8 +16,12 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from django.conf import settings
 
 from dashboard import devservices
+
+# Pages' cached fragments are this run's own: another run on the same Redis has other rows.
+settings.SLUICE_FRAGMENT_SCOPE = f"test-{uuid4().hex[:12]}"
 
 pytest_plugins = sorted(
     f"tests.{path.stem}"

@@ -17,6 +17,7 @@ from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
 from dashboard.kinds import kind_of
+from dashboard.live import fragments
 from dashboard.live.watch import View, watched
 from dashboard.models import Broker, Job
 from dashboard.views import pages
@@ -40,8 +41,8 @@ def render(view: View) -> str:
             "dashboard/destination.html#panel", ctx
         )
     assert view.listing is not None
-    ctx = pages.listing_context(view.listing)
-    html = render_to_string("dashboard/overview.html#live", ctx)
+    # What a page load of this view shows too: rendered once per change, for both.
+    html = fragments.for_push(pages.live_fragment(view.listing))
     if view.page == "broker":
         broker = Broker.objects.filter(name=view.broker).first()
         if broker is not None:

@@ -8,13 +8,15 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from dashboard.auth import ADMIN, VIEWER, require_role
 from dashboard.collection import queries
 from dashboard.kinds import destination_kinds, kind_of
-from dashboard.live import watch
+from dashboard.live import fragments, watch
 from dashboard.models import AuditEntry, Broker, Destination
 from dashboard.triage.outlook import outlook
 from dashboard.views import charts, incidents
@@ -40,31 +42,66 @@ def listing_context(listing: queries.Listing) -> dict[str, Any]:
         "rows": [(d, charts.sparkline(sparks.get(d.pk, []))) for d in rows],
         "brokers": list(brokers),
         "broker_names": list(Broker.objects.filter(enabled=True).values_list("name", flat=True)),
-        "view": watch.View(
-            "broker" if listing.broker else "overview", listing, broker=listing.broker
-        ),
+        "view": listing_view(listing),
         "kinds": destination_kinds(),
         "generated": timezone.now(),
     }
 
 
+def listing_view(listing: queries.Listing) -> watch.View:
+    return watch.View("broker" if listing.broker else "overview", listing, broker=listing.broker)
+
+
+def live_fragment(listing: queries.Listing) -> str:
+    """The live part of the overview or a broker page, as every viewer shares it."""
+    return fragments.shared(
+        listing_view(listing),
+        lambda: render_to_string(
+            "dashboard/overview.html#live",
+            {**listing_context(listing), "csrf_token": fragments.CSRF_MARK},
+        ),
+    )
+
+
+def _listing_page(
+    request: HttpRequest, listing: queries.Listing, template: str, **ctx: Any
+) -> HttpResponse:
+    """The page around the shared live fragment: only what the frame needs is computed here."""
+    html = mark_safe(fragments.for_request(live_fragment(listing), request))  # noqa: S308
+    if request.htmx:
+        return HttpResponse(html)
+    return render(
+        request,
+        template,
+        {
+            "listing": listing,
+            "view": listing_view(listing),
+            "kinds": destination_kinds(),
+            "broker_names": list(
+                Broker.objects.filter(enabled=True).values_list("name", flat=True)
+            ),
+            "live_html": html,
+            **ctx,
+        },
+    )
+
+
 @require_GET
 @require_role(VIEWER)
 def overview(request: HttpRequest) -> HttpResponse:
-    ctx = listing_context(queries.Listing.from_params(request.GET))
-    template = "dashboard/overview.html#live" if request.htmx else "dashboard/overview.html"
-    return render(request, template, ctx)
+    return _listing_page(
+        request, queries.Listing.from_params(request.GET), "dashboard/overview.html"
+    )
 
 
 @require_GET
 @require_role(VIEWER)
 def broker_detail(request: HttpRequest, name: str) -> HttpResponse:
     broker = get_broker_or_404(name)
-    ctx = listing_context(queries.Listing.from_params(request.GET, broker=broker.name))
-    ctx["broker"] = broker
-    ctx["kind"] = kind_of(broker)
-    template = "dashboard/overview.html#live" if request.htmx else "dashboard/broker.html"
-    return render(request, template, ctx)
+    listing = queries.Listing.from_params(request.GET, broker=broker.name)
+    return _listing_page(
+        request, listing, "dashboard/broker.html", broker=broker, kind=kind_of(broker)
+    )
 
 
 def destination_context(dest_id: int, window: str = "1h") -> dict[str, Any] | None:
