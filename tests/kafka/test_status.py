@@ -110,6 +110,33 @@ def test_a_group_with_members_whose_offsets_do_not_move_is_STALL(
     assert dest.trouble == 2 and dest.trouble_label == "stalled"
 
 
+def test_records_that_just_came_to_a_group_caught_up_in_the_window_are_not_a_STALL(
+    kafka: dict[str, str], kafka_broker: Broker, make_topic: Callable[..., str],
+    produce: Callable[..., Any], unique_name: str,
+) -> None:  # fmt: skip
+    topic = make_topic(f"{unique_name}-rare")
+    produce(topic, 1)
+    gid = f"{unique_name}-slow-handler"
+    consumer = joined_consumer(kafka["bootstrap_servers"], topic, gid)
+    try:
+        # Caught up, with nothing to commit for a while; then a record it is still handling.
+        consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(1, None, -1)})
+        last = collect_series(kafka_broker, time.time())
+        produce(topic, 1)
+        collect_at(kafka_broker, last + STEP)
+        just_came = group(kafka_broker, gid)
+        # Once every collection of the window saw it unread, it is stuck.
+        for i in range(2, 6):
+            collect_at(kafka_broker, last + i * STEP)
+        dest = group(kafka_broker, gid)
+    finally:
+        consumer.close()
+
+    assert just_came.lag == 1 and status(just_came) == kafkastatus.OK
+    assert "too soon to call it stuck" in just_came.details["status"]["rule"]
+    assert status(dest) == kafkastatus.STALL
+
+
 def test_a_group_whose_offsets_move_but_whose_lag_keeps_growing_is_WARN(
     kafka_broker: Broker, kafka_admin: Any, make_topic: Callable[..., str],
     produce: Callable[..., Any], unique_name: str,

@@ -9,7 +9,9 @@ result in `Destination.details["status"]` and in the ranking (`trouble`):
            the log start: messages deleted by retention before it read them;
            or past the end);
     STOP   lag, no committed offset moved over the window, and no members;
-    STALL  lag, no committed offset moved over the window, members present;
+    STALL  lag at every collection of the window, no committed offset moved over
+           it, members present (a group caught up a moment ago had nothing to
+           commit: records that just came are not a stall);
     WARN   committed offsets move, but lag grew over the whole window;
     OK     anything else (caught up, keeping up, or too little history yet).
 
@@ -91,6 +93,12 @@ def judge(extra: dict[str, Any], state: str, now: Point, before: list[Point]) ->
                 STOP,
                 f"Lag {now.lag:,} and no committed offset moved {over}, and the group has "
                 "no active members: nothing is consuming.",
+            )
+        if any(p.lag <= 0 for p in points):
+            return Status(
+                OK,
+                f"Lag {now.lag:,}; caught up within the last {span:.0f} s, so nothing was "
+                "there to commit until then: too soon to call it stuck.",
             )
         return Status(
             STALL,
