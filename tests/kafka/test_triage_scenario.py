@@ -28,16 +28,12 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer, OffsetAndMetadata
 
-from dashboard.collection.statuswindow import window_since
 from dashboard.models import Broker, Destination, Incident
-from tests.app_fixtures import collect_and_triage as step
 from tests.kafka_fixtures import joined_consumer
+from tests.scene import AT_ONCE, STANDSTILL, Scene, on_fire
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_triage")]
 
-INTERVAL = 5  # seconds between collections, as SLUICE_INTERVAL's default
-WARM_UP = 35
-WINDOW = -window_since(0, INTERVAL)  # the seconds of samples the detectors judge
 LAG_SECONDS = 45  # SLUICE_LAG_SECONDS for this test: reached in real time
 
 
@@ -162,14 +158,21 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
         *(f"group/{group(p)}" for p in ("draining", "bursty", "steady", "rare")),
         *(f"topic/{topics[p]}" for p in ("draining", "bursty", "steady", "rare")),
     }
-    trouble = {
-        ("consumers_lost", f"group/{group('orders')}"): "at once",
-        ("dead_letters", f"topic/{dlt}"): "at once",
-        ("stalled", f"group/{group('stuck')}"): "window",
-        ("lag_seconds", f"group/{group('lagging')}"): "lag",
-    }
     # Their unread records grow old too: these two are far behind in seconds as well.
     also = {("lag_seconds", f"group/{group('orders')}"), ("lag_seconds", f"group/{group('stuck')}")}
+    scene = Scene(
+        kafka_broker,
+        in_scene=lambda incident: unique_name in incident.key,
+        noise=noise,
+        trouble={
+            ("consumers_lost", f"group/{group('orders')}"): AT_ONCE,
+            ("dead_letters", f"topic/{dlt}"): AT_ONCE,
+            ("stalled", f"group/{group('stuck')}"): STANDSTILL,
+            # Detectable once the records it has not read are that old.
+            ("lag_seconds", f"group/{group('lagging')}"): LAG_SECONDS,
+        },
+        also=also,
+    )
 
     traffic = Traffic(kafka["bootstrap_servers"])
     try:
@@ -192,42 +195,13 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
         traffic.produce(topics["orders"], 10)
         traffic.produce(topics["lagging"], 1, partition=0)
 
-        start = time.time()
-        opened_at: dict[tuple[str, str], float] = {}
-        began = None
-        while True:
-            now = time.time()
-            if began is None and now - start >= WARM_UP:
-                began = now
-                orders_reader.set()  # the orders consumer goes away; its producer goes on
-                traffic.produce(dlt, 2)
-                traffic.send(topics["stuck"], 40)
-                traffic.send(topics["lagging"], 20, partition=1)  # the paused partition
-            out = step(kafka_broker, now)
-            # Other topics and groups on the shared broker (other tests') are not in the scene.
-            for incident in (i for i in out.opened if unique_name in i.key):
-                place = (incident.cause, incident.key)
-                assert incident.key not in noise, (place, incident.summary)
-                assert place in trouble or place in also, (place, incident.summary)
-                opened_at.setdefault(place, now)
-            if began is not None and set(trouble) <= set(opened_at):
-                break
-            assert now - start < WARM_UP + max(WINDOW, LAG_SECONDS) + 4 * INTERVAL, (
-                f"not all open after {now - start:.0f} s: {sorted(opened_at)}"
-            )
-            if began is None:
-                assert not opened_at, f"during the warm-up: {sorted(opened_at)}"
-            time.sleep(max(0.0, INTERVAL - (time.time() - now)))
+        def begin() -> None:
+            orders_reader.set()  # the orders consumer goes away; its producer goes on
+            traffic.produce(dlt, 2)
+            traffic.send(topics["stuck"], 40)
+            traffic.send(topics["lagging"], 20, partition=1)  # the paused partition
 
-        assert began is not None
-        for place, when in trouble.items():
-            late = opened_at[place] - began
-            # "At once": at the first or second collection after it began. A standstill:
-            # within two collections of the whole window showing no commit moving. Lag in
-            # seconds: within two collections of the unread records being that old.
-            needs = {"at once": 0, "window": WINDOW, "lag": LAG_SECONDS}
-            allowed = 2 * INTERVAL + needs[when]
-            assert late <= allowed + 1, (place, late)
+        scene.play(begin)
 
         open_now = {
             (i.cause, i.key): i
@@ -235,7 +209,7 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
                 broker=kafka_broker, state="open", key__contains=unique_name
             )
         }
-        assert set(trouble) <= set(open_now) <= set(trouble) | also, sorted(open_now)
+        assert set(scene.trouble) <= set(open_now) <= {*scene.trouble, *also}, open_now
         lost = open_now[("consumers_lost", f"group/{group('orders')}")]
         assert lost.severity == "critical" and lost.summary.startswith("lost its 1 consumer(s)")
         dead = open_now[("dead_letters", f"topic/{dlt}")]
@@ -254,9 +228,7 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
         assert (old.backlog, old.consumers) == (50, 0)
 
         # The On fire section lists them, most urgent first, and none of the noise.
-        page = client_for("carol").get("/").content.decode()
-        begin = page.index('id="on-fire"')
-        section = page[begin : page.index("</section>", begin)]
+        section = on_fire(client_for("carol").get("/").content.decode())
         for incident in open_now.values():
             assert f">{incident.name}<" in section
         for key in noise:

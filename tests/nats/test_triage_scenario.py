@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import re
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
@@ -34,17 +33,12 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, DeliverPolicy
 
-from dashboard.collection.statuswindow import MIN_SPAN_SECONDS, window_since
 from dashboard.kinds.nats import deadletters as dl
 from dashboard.models import Broker, Incident
-from tests.app_fixtures import collect_and_triage as step
 from tests.nats_fixtures import JetStream
+from tests.scene import AT_ONCE, STANDSTILL, TREND, TWICE, Scene, on_fire
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_triage")]
-
-INTERVAL = 5  # seconds between collections, as SLUICE_INTERVAL's default
-WARM_UP = 35
-WINDOW = -window_since(0, INTERVAL)  # the seconds of samples the detectors judge
 
 Handler = Callable[[Any], Awaitable[None]]
 
@@ -173,12 +167,19 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
 
     noise = {f"stream/{stream(p)}" for p in ("parked", "archive", "draining", "bursty", "steady")}
     noise |= {consumer(p) for p in ("archive", "draining", "bursty", "steady")}
-    trouble = {
-        ("stalled", consumer("stuck")): "window",
-        ("backlog_growing", f"stream/{stream('capped')}"): "trend",
-        ("dead_letters", consumer("failing")): "at once",
-        ("redelivery", consumer("flaky")): "twice",
-    }
+    scene = Scene(
+        nats_broker,
+        # Other streams on the shared server (other tests', the capture stream) are not
+        # part of the scene.
+        in_scene=lambda incident: f"/{name}_" in incident.key,
+        noise=noise,
+        trouble={
+            ("stalled", consumer("stuck")): STANDSTILL,
+            ("backlog_growing", f"stream/{stream('capped')}"): TREND,
+            ("dead_letters", consumer("failing")): AT_ONCE,
+            ("redelivery", consumer("flaky")): TWICE,
+        },
+    )
     broken = threading.Event()  # set when the incidents begin
 
     async def hold_once_broken(msg: Any) -> None:
@@ -207,47 +208,11 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
             traffic.pull(stream(part), "worker", batch=5, handle=handle)
         traffic.pull(stream("capped"), "worker", batch=1, pause=0.2)  # ~5 msg/s
 
-        start = time.time()
-        opened_at: dict[tuple[str, str], float] = {}
-        began = None
-        while True:
-            now = time.time()
-            if began is None and now - start >= WARM_UP:
-                began = now
-                broken.set()  # stuck holds what it has; failing and flaky nak all they get
-                traffic.publish(subject("capped"), 20)  # four times what its worker takes
-            traffic.check()
-            out = step(nats_broker, now)
-            # Other streams on the shared server (other tests', the capture stream) are
-            # not part of the scene.
-            for incident in (i for i in out.opened if f"/{name}_" in i.key):
-                place = (incident.cause, incident.key)
-                assert incident.key not in noise, (place, incident.summary)
-                opened_at.setdefault(place, now)
-            if began is not None and set(trouble) <= set(opened_at):
-                break
-            assert now - start < WARM_UP + WINDOW + 4 * INTERVAL, (
-                f"not all open after {now - start:.0f} s: {sorted(opened_at)}"
-            )
-            if began is None:
-                assert not opened_at, f"during the warm-up: {sorted(opened_at)}"
-            time.sleep(max(0.0, INTERVAL - (time.time() - now)))
+        def begin() -> None:
+            broken.set()  # stuck holds what it has; failing and flaky nak all they get
+            traffic.publish(subject("capped"), 20)  # four times what its worker takes
 
-        assert began is not None
-        for place, when in trouble.items():
-            late = opened_at[place] - began
-            # "At once": at the first or second collection after it began. "Twice": one more,
-            # as it must be found rising two collections in a row. A trend: within two
-            # collections of the window being long enough to show one. A standstill: within
-            # two collections of the whole window showing no progress.
-            needs = {
-                "at once": 0,
-                "twice": INTERVAL,
-                "trend": MIN_SPAN_SECONDS + INTERVAL,
-                "window": WINDOW,
-            }
-            allowed = 2 * INTERVAL + needs[when]
-            assert late <= allowed + 1, (place, late)
+        scene.play(begin, tick=traffic.check)
 
         open_now = {
             (i.cause, i.key): i
@@ -267,10 +232,8 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
         assert flaky.evidence["num_redelivered"] > flaky.evidence["before"] > 0
 
         # The On fire section lists them, most urgent first, and none of the noise.
-        page = client_for("carol").get("/").content.decode()
-        begin = page.index('id="on-fire"')
-        section = page[begin : page.index("</section>", begin)]
-        for place in trouble:
+        section = on_fire(client_for("carol").get("/").content.decode())
+        for place in scene.trouble:
             assert f'data-incident="{open_now[place].public_id}"' in section, place
 
         def shown_as(key: str) -> str:  # an incident's place, as the section names it

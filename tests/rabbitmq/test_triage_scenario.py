@@ -21,15 +21,10 @@ from typing import Any
 import pika
 import pytest
 
-from dashboard.collection.statuswindow import MIN_SPAN_SECONDS, window_since
 from dashboard.models import Incident
-from tests.app_fixtures import collect_and_triage as step
+from tests.scene import AT_ONCE, STANDSTILL, TREND, Scene, on_fire
 
 pytestmark = pytest.mark.django_db
-
-INTERVAL = 5  # seconds between collections, as SLUICE_INTERVAL's default
-WARM_UP = 35
-WINDOW = -window_since(0, INTERVAL)  # the seconds of samples the detectors judge
 
 
 class Traffic:
@@ -116,12 +111,18 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
     for _ in range(6000):
         amqp.basic_publish("", q("draining"), b"d" * 64)
     noise = {f"//{q(p)}" for p in ("parked", "draining", "bursty", "quiet", "steady")}
-    trouble = {
-        ("consumers_lost", f"//{q('orders')}"): "at once",
-        ("dead_letters", f"//{q('payments.dlq')}"): "at once",
-        ("backlog_growing", f"//{q('capped')}"): "trend",
-        ("stalled", f"//{q('stuck')}"): "window",
-    }
+    scene = Scene(
+        rabbit_broker,
+        # Other queues on the shared broker (other tests') are not part of the scene.
+        in_scene=lambda incident: incident.key.startswith(f"//{unique_name}."),
+        noise=noise,
+        trouble={
+            ("consumers_lost", f"//{q('orders')}"): AT_ONCE,
+            ("dead_letters", f"//{q('payments.dlq')}"): AT_ONCE,
+            ("backlog_growing", f"//{q('capped')}"): TREND,
+            ("stalled", f"//{q('stuck')}"): STANDSTILL,
+        },
+    )
 
     traffic = Traffic(rabbitmq["amqp_url"])
     try:
@@ -135,45 +136,15 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
         traffic.produce(q("orders"), 10)
         orders_reader = traffic.consume(q("orders"), prefetch=10, ack_after=0)
 
-        start = time.time()
-        opened_at: dict[tuple[str, str], float] = {}
-        began = None
-        collections = 0
-        while True:
-            now = time.time()
-            if began is None and now - start >= WARM_UP:
-                began = now
-                orders_reader.set()  # the orders consumer goes away; its producer goes on
-                traffic.produce(q("source"), 10)  # every one expires into the dead-letter queue
-                traffic.produce(q("capped"), 20)
-                for _ in range(40):
-                    amqp.basic_publish("", q("stuck"), b"s" * 64)
-                traffic.consume(q("stuck"), prefetch=10, ack_after=None)
-            out = step(rabbit_broker, now)
-            collections += 1
-            # Other queues on the shared broker (other tests') are not part of the scene.
-            for incident in (i for i in out.opened if i.key.startswith(f"//{unique_name}.")):
-                place = (incident.cause, incident.key)
-                assert incident.key not in noise, (place, incident.summary)
-                opened_at.setdefault(place, now)
-            if began is not None and set(trouble) <= set(opened_at):
-                break
-            assert now - start < WARM_UP + WINDOW + 4 * INTERVAL, (
-                f"not all open after {now - start:.0f} s: {sorted(opened_at)}"
-            )
-            if began is None:
-                assert not opened_at, f"during the warm-up: {sorted(opened_at)}"
-            time.sleep(max(0.0, INTERVAL - (time.time() - now)))
+        def begin() -> None:
+            orders_reader.set()  # the orders consumer goes away; its producer goes on
+            traffic.produce(q("source"), 10)  # every one expires into the dead-letter queue
+            traffic.produce(q("capped"), 20)
+            for _ in range(40):
+                amqp.basic_publish("", q("stuck"), b"s" * 64)
+            traffic.consume(q("stuck"), prefetch=10, ack_after=None)
 
-        assert began is not None
-        for place, when in trouble.items():
-            late = opened_at[place] - began
-            # "At once": at the first or second collection after it began. A trend: within
-            # two collections of the window being long enough to show one. A standstill:
-            # within two collections of the whole window showing no progress.
-            needs = {"at once": 0, "trend": MIN_SPAN_SECONDS + INTERVAL, "window": WINDOW}
-            allowed = 2 * INTERVAL + needs[when]
-            assert late <= allowed + 1, (place, late)
+        scene.play(begin)
 
         open_now = {
             (i.cause, i.key): i
@@ -188,10 +159,8 @@ def test_incidents_reach_on_fire_within_two_collections_and_the_noise_never_does
         assert open_now[("consumers_lost", f"//{q('orders')}")].severity == "critical"
 
         # The On fire section lists them, most urgent first, and none of the noise.
-        page = client_for("carol").get("/").content.decode()
-        begin = page.index('id="on-fire"')
-        section = page[begin : page.index("</section>", begin)]
-        for _, key in trouble:
+        section = on_fire(client_for("carol").get("/").content.decode())
+        for _, key in scene.trouble:
             assert key.removeprefix("//") in section
         for key in noise:
             assert f">{key.removeprefix('//')}<" not in section
