@@ -318,10 +318,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 24 * 1024 * 1024
 # A running job whose worker has not reported for this long is shown as interrupted, and can be resumed.
 SLUICE_JOB_STALL_SECONDS = env_int("SLUICE_JOB_STALL_SECONDS", 30, minimum=2)
 
-# Alerts: the address that links in notifications start with (the incidents' pages).
-# Pages' shared live fragments are cached under this scope (dashboard/live/fragments.py):
-# two Sluice deployments that share one Redis and its key prefix set it apart.
+# Pages' shared live fragments (dashboard/live/fragments.py) and triage's memory between
+# collections (dashboard/triage/evaluate.py) are cached under this scope: two Sluice
+# deployments that share one Redis and its key prefix set it apart.
 SLUICE_FRAGMENT_SCOPE = env("SLUICE_FRAGMENT_SCOPE", "")
+# Alerts: the address that links in notifications start with (the incidents' pages).
 SLUICE_PUBLIC_URL = env("SLUICE_PUBLIC_URL", "http://localhost:8000").rstrip("/")
 # Email notifications go through this SMTP server.
 EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

@@ -20,7 +20,8 @@ from django.conf import settings
 
 from dashboard import devservices
 
-# Pages' cached fragments are this run's own: another run on the same Redis has other rows.
+# Cached page fragments and triage memory are this run's own: another run on the same Redis
+# has other rows.
 settings.SLUICE_FRAGMENT_SCOPE = f"test-{uuid4().hex[:12]}"
 
 pytest_plugins = sorted(

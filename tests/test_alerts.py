@@ -854,3 +854,78 @@ def test_a_queue_losing_its_consumer_is_told_and_so_is_its_recovery(
     finally:
         reader.close()
     assert receiver.events(incident) == ["firing", "resolved"]
+
+
+def test_a_growing_backlog_taken_over_by_a_stall_closes_as_superseded_not_resolved(
+    rabbit_broker, rabbitmq, amqp, unique_name, receiver, hook, client_for
+):
+    from tests.app_fixtures import collect_at
+
+    queue = unique_name
+    amqp.queue_declare(queue)
+    worker = pika.BlockingConnection(pika.URLParameters(rabbitmq["amqp_url"]))
+    channel = worker.channel()
+    channel.basic_qos(prefetch_count=5)
+    held: list[int] = []
+    channel.basic_consume(queue, lambda ch, method, props, body: held.append(method.delivery_tag))
+    counts = {"published": 0, "acked": 0}
+
+    def holds(messages: int) -> bool:
+        info = management(rabbitmq, "GET", f"/api/queues/%2F/{quote(queue, safe='')}").json()
+        return info.get("messages") == messages and info.get("messages_unacknowledged") == 5
+
+    def step(at: float, ack: int) -> None:
+        """A slow worker acknowledges `ack` of the five it holds; 40 more arrive; collect."""
+        worker.process_data_events(time_limit=0.3)
+        done, held[:] = held[:ack], held[ack:]
+        for tag in done:
+            channel.basic_ack(tag)
+        counts["acked"] += len(done)
+        for _ in range(40):
+            amqp.basic_publish("", queue, b"job")
+        counts["published"] += 40
+        worker.process_data_events(time_limit=0.3)  # the next ones, up to its prefetch
+        wait_for(lambda: holds(counts["published"] - counts["acked"]))
+        collect_at(rabbit_broker, at)
+        rabbit_broker.refresh_from_db()
+        triage.evaluate(rabbit_broker, now=at)
+        deliver.deliver_due(when(at))
+
+    def live(cause: str) -> Incident | None:
+        return Incident.objects.filter(broker=rabbit_broker, cause=cause, key=f"//{queue}").first()
+
+    try:
+        t = at = time.time()
+        while (growing := live("backlog_growing")) is None or growing.state != "open":
+            step(at, ack=5)
+            at += 10
+            assert at - t < 150, "the growing backlog never opened"
+        assert receiver.events(growing) == ["firing"]
+
+        # The worker hangs on the five it holds; the backlog goes on growing.
+        def still() -> bool:
+            info = management(rabbitmq, "GET", f"/api/queues/%2F/{quote(queue, safe='')}").json()
+            rates = info.get("message_stats") or {}
+            return not any(
+                (rates.get(f"{r}_details") or {}).get("rate", 0) for r in ("ack", "deliver_get")
+            )
+
+        wait_for(still, timeout=40)
+        while live("stalled") is None:
+            step(at, ack=0)
+            at += 10
+            assert at - t < 400, "the stall never opened"
+    finally:
+        worker.close()
+
+    growing.refresh_from_db()
+    assert growing.state == "resolved"
+    assert growing.evidence["superseded_by"] == "stalled"
+    assert receiver.events(growing) == ["firing", "resolved"]
+    told = [r.json for r in receiver.requests if r.json["incident"] == str(growing.public_id)]
+    assert told[0]["superseded_by"] is None and told[-1]["superseded_by"] == "stalled"
+    message = deliver.message_for(Notification.objects.get(incident=growing, event="resolved"))
+    assert message.headline.startswith("Superseded by stalled [")
+    assert "the stalled incident on the same place goes on from here" in message.text()
+    page = client_for("carol").get(f"/incidents/{growing.public_id}/").content.decode()
+    assert "Superseded" in page and "by the stalled incident" in page

@@ -67,7 +67,14 @@ class Message:
         return f"{self.destination} on {self.broker}" if self.destination else self.broker
 
     @property
+    def superseded_by(self) -> str:
+        """The cause of the incident that took over from this one at the same place, if any."""
+        return str(self.evidence.get("superseded_by") or "") if self.event == "resolved" else ""
+
+    @property
     def headline(self) -> str:
+        if self.superseded_by:
+            return f"Superseded by {self.superseded_by} [{self.severity}]: {self.cause} on {self.place}"
         verb = {
             "firing": "Firing",
             "repeat": "Still firing",
@@ -78,6 +85,11 @@ class Message:
 
     @property
     def when(self) -> str:
+        if self.superseded_by:
+            return (
+                f"since {stamp(self.since)}, superseded {stamp(self.at)}: "
+                f"the {self.superseded_by} incident on the same place goes on from here"
+            )
         if self.event == "resolved":
             return f"since {stamp(self.since)}, resolved {stamp(self.at)}"
         return f"since {stamp(self.since)}"
@@ -99,6 +111,7 @@ class Message:
             "since": self.since.isoformat(),
             "at": self.at.isoformat(),
             "link": self.link,
+            "superseded_by": self.superseded_by or None,
         }
 
     def text(self) -> str:

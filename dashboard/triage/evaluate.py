@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
@@ -53,7 +54,7 @@ class Outcome:
 
 
 def memo_key(broker: Broker) -> str:
-    return f"sluice:triage-memo:{broker.pk}"
+    return f"sluice:triage-memo:{settings.SLUICE_FRAGMENT_SCOPE}:{broker.pk}"
 
 
 def evaluate(
@@ -93,19 +94,25 @@ def evaluate(
         more, failed_too = _run(ctx, (*detectors.DESTINATION, *kind.destination_detectors))
         found += more
         failed = failed or failed_too
-    outcome = _reconcile(ctx, _subsumed(found), judged_destinations, resolve=not failed)
+    kept, superseded = _subsumed(found)
+    outcome = _reconcile(ctx, kept, superseded, judged_destinations, resolve=not failed)
     cache.set(memo_key(broker), ctx.memo, timeout=24 * 3600)
     return outcome
 
 
-def _subsumed(found: list[Finding]) -> list[Finding]:
-    """Without the findings that another on the same destination explains."""
+def _subsumed(found: list[Finding]) -> tuple[list[Finding], dict[tuple[str, str], str]]:
+    """The findings that no other on the same destination explains, and for each of the
+    others the cause that explains it (a backlog growing because its consumer stalled)."""
     causes = {(f.cause, f.key) for f in found}
-    return [
-        f
-        for f in found
-        if not any((by, f.key) in causes for by in detectors.SUBSUMES.get(f.cause, ()))
-    ]
+    kept: list[Finding] = []
+    superseded: dict[tuple[str, str], str] = {}
+    for f in found:
+        by = next((c for c in detectors.SUBSUMES.get(f.cause, ()) if (c, f.key) in causes), None)
+        if by is None:
+            kept.append(f)
+        else:
+            superseded[(f.cause, f.key)] = by
+    return kept, superseded
 
 
 def _run(ctx: Context, chain: tuple[Detector, ...]) -> tuple[list[Finding], bool]:
@@ -121,7 +128,11 @@ def _run(ctx: Context, chain: tuple[Detector, ...]) -> tuple[list[Finding], bool
 
 
 def _reconcile(
-    ctx: Context, found: list[Finding], judged_destinations: bool, resolve: bool
+    ctx: Context,
+    found: list[Finding],
+    superseded: dict[tuple[str, str], str],
+    judged_destinations: bool,
+    resolve: bool,
 ) -> Outcome:
     at = datetime.fromtimestamp(ctx.now, UTC)
     outcome = Outcome()
@@ -171,7 +182,14 @@ def _reconcile(
                 continue
             incident.state = Incident.RESOLVED
             incident.resolved_at = at
-            incident.save(update_fields=["state", "resolved_at"])
+            fields = ["state", "resolved_at"]
+            by = superseded.get((incident.cause, incident.key))
+            if by is not None:
+                # Not over: explained by a graver incident at the same place. Its alert
+                # closes saying so, and the other incident carries on from here.
+                incident.evidence = {**incident.evidence, "superseded_by": by}
+                fields.append("evidence")
+            incident.save(update_fields=fields)
             outcome.resolved.append(incident)
         # In the same transaction: a worker killed after this never loses what to tell.
         outcome.notifications = alerts.plan(outcome.opened, outcome.resolved, outcome.open, at)
