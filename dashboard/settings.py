@@ -338,6 +338,22 @@ DEFAULT_FROM_EMAIL = SERVER_EMAIL = env("SLUICE_EMAIL_FROM", "sluice@localhost")
 SLUICE_WS_MAX_PER_USER = env_int("SLUICE_WS_MAX_PER_USER", 20, minimum=1)
 
 
+def _cpus() -> int:
+    # The CPUs this process may run on (a cpuset in a container), not all the machine's.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# The web tier (dashboard/webserver.py): worker processes, and in each (dashboard/web_limits.py)
+# the requests in progress before more wait, the seconds one waits before a 503 "busy", and
+# the seconds before a request that has not started to answer gets a 504.
+SLUICE_WEB_WORKERS = env_int("SLUICE_WEB_WORKERS", max(2, _cpus()), minimum=1)
+SLUICE_WEB_CONCURRENCY = env_int("SLUICE_WEB_CONCURRENCY", 4, minimum=1)
+SLUICE_WEB_QUEUE_SECONDS = env_int("SLUICE_WEB_QUEUE_SECONDS", 3, minimum=0)
+SLUICE_REQUEST_TIMEOUT = env_int("SLUICE_REQUEST_TIMEOUT", 30, minimum=1)
+
+
 # Behind HTTPS (README, "Behind HTTPS"): cookies only over TLS, and HSTS.
 def _proxy_ssl_header(raw: str) -> tuple[str, str] | None:
     """Django's SECURE_PROXY_SSL_HEADER from "X-Forwarded-Proto: https"."""

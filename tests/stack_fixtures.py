@@ -1,4 +1,4 @@
-"""The whole of Sluice as `make run` starts it: daphne, a Celery worker and beat, on real brokers.
+"""The whole of Sluice as `make run` starts it: web tier, Celery worker and beat, on real brokers.
 
 The stack gets its own SQLite file, its own Redis database and a broker file
 naming the test RabbitMQ, Kafka and NATS plus one broker on a closed port.
@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,22 @@ def _redis_db(url: str, db: int) -> str:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, rabbitmq, kafka, nats, redis_url) -> Iterator[Stack]:
-    state = tmp_path_factory.mktemp("stack")
+    with running_stack(tmp_path_factory.mktemp("stack"), rabbitmq, kafka, nats, redis_url) as s:
+        yield s
+
+
+@contextmanager
+def running_stack(
+    state: Path,
+    rabbitmq: dict[str, str],
+    kafka: dict[str, str],
+    nats: dict[str, str],
+    redis_url: str,
+    redis_db: int = 3,
+    **settings: str,
+) -> Iterator[Stack]:
+    """A stack in state (its own SQLite) on Redis database redis_db, with settings added
+    to its environment; a second stack at once needs a database of its own."""
     config = state / "brokers.toml"
     config.write_text(
         f"""
@@ -176,13 +192,14 @@ interval = {INTERVAL}
         **os.environ,
         "SLUICE_STATE_DIR": str(state),
         "DATABASE_URL": f"sqlite:///{state / 'sluice.sqlite3'}",
-        "REDIS_URL": _redis_db(redis_url, 3),
+        "REDIS_URL": _redis_db(redis_url, redis_db),
         "SLUICE_CONFIG": str(config),
         "SLUICE_STACK_RABBIT_PASSWORD": rabbitmq["password"],
         "SLUICE_ADMIN_PASSWORD": password,
         "SLUICE_TOPOLOGY_INTERVAL": "10",
         "SLUICE_JOB_STALL_SECONDS": "4",
         "PYTHONUNBUFFERED": "1",
+        **settings,
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     started = devservices.start_sluice(port, env, state / "logs")

@@ -14,7 +14,7 @@ when one is, and otherwise starts a private one on free loopback ports:
   fixed ports, installed with apt-get when `install=True`.
 - `chromium()`: Debian's Chromium, installed with apt-get when asked.
 
-`start_sluice()` runs migrate and ensure_admin, then starts daphne, a Celery
+`start_sluice()` runs migrate and ensure_admin, then starts the web tier, a Celery
 worker and beat. Processes started here (`spawn()`) log to `.sluice/logs/`
 (`$SLUICE_STATE_DIR/logs/`), keep data there, and are stopped by `stop()` or
 `stop_all()` (also run at exit; they get SIGTERM too if this process dies). RabbitMQ is a system service: a node found running is left

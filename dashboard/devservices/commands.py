@@ -110,7 +110,8 @@ def _write_demo_config() -> tuple[Path, list[str]]:
 
 
 def start_sluice(port: int, env: dict[str, str], log_dir: Path) -> list[Process]:
-    """Migrate, ensure the admin, then start daphne, a Celery worker and beat with env."""
+    """Migrate, ensure the admin, then start the web tier (uvicorn with SLUICE_WEB_WORKERS
+    workers, dashboard/webserver.py), a Celery worker and beat with env."""
     python = sys.executable
     for step in (["migrate", "--noinput"], ["ensure_admin"], ["sync_brokers"]):
         if subprocess.run([python, "manage.py", *step], cwd=ROOT, env=env).returncode:
@@ -119,14 +120,7 @@ def start_sluice(port: int, env: dict[str, str], log_dir: Path) -> list[Process]
     celery = str(venv_bin / "celery")
     schedule = str(Path(env.get("SLUICE_STATE_DIR", STATE_DIR)) / "celerybeat-schedule")
     commands = {
-        "web": [
-            str(venv_bin / "daphne"),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "dashboard.asgi:application",
-        ],
+        "web": [python, "-m", "dashboard.webserver", "--host", "127.0.0.1", "--port", str(port)],
         "worker": [celery, "-A", "dashboard", "worker", "--loglevel=INFO", "--concurrency=4"],
         "beat": [celery, "-A", "dashboard", "beat", "--loglevel=INFO", "--schedule", schedule],
     }
