@@ -58,26 +58,26 @@ def collect_broker(broker_id: int) -> None:
         broker = Broker.objects.filter(pk=broker_id, enabled=True).first()
         if broker is not None:
             stored: list[Destination] = []
-            collector.collect(broker, stored=stored)
-            # Triage judges what the collection stored, in this worker, never on a request.
-            planned = triage.evaluate(broker, destinations=stored).notifications
-            fragments.changed(broker.name)  # pages show this collection from now on
+            # Its row saves do not move pages on: the push publishes the collection, rendered.
+            with fragments.collecting():
+                collector.collect(broker, stored=stored)
+                # Triage judges what the collection stored, in this worker, never on a request.
+                planned = triage.evaluate(broker, destinations=stored).notifications
     finally:
         cache.delete(lock_key(broker_id))
     if planned:  # at once, rather than at the next scheduled delivery
         deliver_notifications.delay()
-    # Rendering for viewers is a task of its own, so that however many views
-    # are watched, the next collection is never held up by them.
-    if broker is not None and cache.add(f"push-lock:{broker.name}", 1, timeout=60):
+    # Rendering for viewers is a task of its own, so that however many views are
+    # watched, the next collection is never held up by them. Every collection gets
+    # one: until it runs, pages show the one before (fragments.publish coalesces).
+    if broker is not None:
         push_updates.delay(broker.name)
 
 
 @shared_task(ignore_result=True)
 def push_updates(broker_name: str) -> None:
-    try:
-        live.broadcast(broker_name)
-    finally:
-        cache.delete(f"push-lock:{broker_name}")
+    """Render what the collection changed, then let pages and websockets show it."""
+    live.broadcast(broker_name)
 
 
 @shared_task(ignore_result=True)

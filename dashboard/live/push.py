@@ -41,28 +41,56 @@ def render(view: View) -> str:
             "dashboard/destination.html#panel", ctx
         )
     assert view.listing is not None
-    # What a page load of this view shows too: rendered once per change, for both.
-    html = fragments.for_push(pages.live_fragment(view.listing))
-    if view.page == "broker":
-        broker = Broker.objects.filter(name=view.broker).first()
-        if broker is not None:
-            html += render_to_string(
-                "dashboard/broker.html#panel", {"broker": broker, "kind": kind_of(broker)}
-            )
-    return html
+    return fragments.for_push(pages.live_fragment(view.listing)) + _broker_panel(view)
+
+
+def _broker_panel(view: View) -> str:
+    """What a broker page's push adds to the shared live part: the kind's panel."""
+    if view.page != "broker":
+        return ""
+    broker = Broker.objects.filter(name=view.broker).first()
+    if broker is None:
+        return ""
+    return render_to_string(
+        "dashboard/broker.html#panel", {"broker": broker, "kind": kind_of(broker)}
+    )
+
+
+def _render_listing(view: View) -> str:
+    assert view.listing is not None
+    return pages.render_live(view.listing)
 
 
 def broadcast(broker: str) -> int:
-    """Send fresh fragments to everyone watching a view that `broker` changes."""
+    """Publish what `broker`'s collection changed, and send it to everyone watching.
+
+    Each watched listing, and the default overview (the home page, watched or not),
+    is rendered and stored before page loads are told of the change
+    (fragments.publish); the push sends that same rendering.
+    """
     layer = get_channel_layer()
+    views = [view for view in watched() if view.affected_by(broker)]
+    watching = set(views)
+    listings = [view for view in views if view.listing is not None]
+    home = pages.listing_view(pages.DEFAULT_OVERVIEW)
+    if home not in watching:
+        listings.append(home)
     sent = 0
-    for view in watched():
-        if not view.affected_by(broker):
-            continue
-        html = render(view)
-        if html:
+
+    def send(view: View, html: str) -> None:
+        nonlocal sent
+        if view in watching:
+            html = fragments.for_push(html) + _broker_panel(view)
             async_to_sync(layer.group_send)(view.group, {"type": "fragment", "html": html})
             sent += 1
+
+    fragments.publish(broker, listings, _render_listing, send)
+    for view in views:
+        if view.listing is None:
+            html = render(view)
+            if html:
+                async_to_sync(layer.group_send)(view.group, {"type": "fragment", "html": html})
+                sent += 1
     return sent
 
 

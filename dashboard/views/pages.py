@@ -34,12 +34,27 @@ def listing_context(listing: queries.Listing) -> dict[str, Any]:
     brokers = queries.brokers_shown()
     if listing.broker:
         brokers = brokers.filter(name=listing.broker)
+    flagged = incidents.flagged([d.pk for d in rows])
+    urls = incidents.Urls()
+
+    def row_urls(d: Destination) -> dict[str, str]:
+        name = incidents.segment(d.broker.name)
+        found = {
+            "page": urls("dashboard:destination-detail", name, incidents.segment_key(d.key)),
+            "broker": urls("dashboard:broker-detail", name),
+        }
+        if d.pk in flagged:
+            found["incident"] = urls(
+                "dashboard:incident-detail", incidents.segment(flagged[d.pk].public_id)
+            )
+        return found
+
     return {
         **incidents.on_fire(listing.broker),
-        "flagged": incidents.flagged([d.pk for d in rows]),
+        "flagged": flagged,
         "listing": listing,
         "page": page,
-        "rows": [(d, charts.sparkline(sparks.get(d.pk, []))) for d in rows],
+        "rows": [(d, charts.sparkline(sparks.get(d.pk, [])), row_urls(d)) for d in rows],
         "brokers": list(brokers),
         "broker_names": list(Broker.objects.filter(enabled=True).values_list("name", flat=True)),
         "view": listing_view(listing),
@@ -52,22 +67,28 @@ def listing_view(listing: queries.Listing) -> watch.View:
     return watch.View("broker" if listing.broker else "overview", listing, broker=listing.broker)
 
 
-def live_fragment(listing: queries.Listing) -> str:
-    """The live part of the overview or a broker page, as every viewer shares it."""
-    return fragments.shared(
-        listing_view(listing),
-        lambda: render_to_string(
-            "dashboard/overview.html#live",
-            {**listing_context(listing), "csrf_token": fragments.CSRF_MARK},
-        ),
+DEFAULT_OVERVIEW = queries.Listing.from_params({})  # the home page, rendered after every change
+
+
+def render_live(listing: queries.Listing) -> str:
+    """The live part of the overview or a broker page, rendered now, as every viewer shares it."""
+    return render_to_string(
+        "dashboard/overview.html#live",
+        {**listing_context(listing), "csrf_token": fragments.CSRF_MARK},
     )
+
+
+def live_fragment(listing: queries.Listing, at_least: int = 0) -> str:
+    """The live part as stored, rendered if nothing stored is current (fragments.shared)."""
+    return fragments.shared(listing_view(listing), lambda: render_live(listing), at_least)
 
 
 def _listing_page(
     request: HttpRequest, listing: queries.Listing, template: str, **ctx: Any
 ) -> HttpResponse:
     """The page around the shared live fragment: only what the frame needs is computed here."""
-    html = mark_safe(fragments.for_request(live_fragment(listing), request))  # noqa: S308
+    shared = live_fragment(listing, at_least=fragments.seen(request, listing_view(listing)))
+    html = mark_safe(fragments.for_request(shared, request))  # noqa: S308
     if request.htmx:
         return HttpResponse(html)
     return render(
