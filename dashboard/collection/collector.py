@@ -7,24 +7,30 @@ trouble cannot stop the others.
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
 import logging
+import pickle
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.base import ModelState
 
 from brokers.base import Adapter, BrokerError, Snapshot, connect
 from brokers.base import Destination as Dest
-from dashboard.collection import statuswindow
+from dashboard.collection import series, statuswindow
 from dashboard.collection.bulk import update_many
 from dashboard.config import connect_options
 from dashboard.kinds import judge_all, kind_of, unconsumed_kinds
-from dashboard.models import Broker, Destination, Sample
+from dashboard.models import Broker, Collection, Destination, Gap, Sample
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +157,8 @@ def _details(dest: Dest) -> dict[str, Any]:
         "arguments": dest.arguments,
         "policy": dest.policy,
         "effective_policy": dest.effective_policy,
-        "consumers": [asdict(c) for c in dest.consumer_details],
+        # A Consumer's fields are plain values: vars() is asdict() at a tenth of the cost.
+        "consumers": [dict(vars(c)) for c in dest.consumer_details],
         "extra": dest.extra,
     }
 
@@ -173,132 +180,244 @@ _FIELDS = (
     "removed_total",
     "trouble",
     "details",
+    "digest",
     "recent",
     "updated_at",
     "gone_since",
 )
 
 
-# One destination's sample: key, backlog, in flight, consumers, in rate, out rate, lag.
-SampleRow = tuple[str, int, int, int, float | None, float | None, int | None]
+# What decides whether a known row is written: all it stores but these (Destination.digest).
+_UNHASHED = ("digest", "recent", "updated_at")
+_HASHED = tuple(f for f in _FIELDS if f not in _UNHASHED)
+_FIGURES = ("backlog", "in_flight", "consumers", "in_rate", "out_rate", "lag")
+# What the collection reads of a known row (after its key, by these positions): what
+# rates, samples and `recent` are made from.
+_READ = (
+    "id", "digest", "in_total", "out_total", "removed_total", "updated_at", "gone_since",
+    "recent", *_FIGURES,
+)  # fmt: skip
+_ID, _DIGEST, _IN, _OUT, _REMOVED, _WRITTEN, _GONE, _RECENT = range(8)
+_FIGURES_AT = slice(8, 8 + len(_FIGURES))
+_RAW = _FIGURES_AT.stop  # after them, `recent` as the database gave it (text, or None)
+Known = tuple[Any, ...]  # a row as _READ lists it, and _RAW
+
+# What this process worked out from a broker's rows at the last collection it stored, by
+# key: (the _HASHED values, their digest, `recent` as the database holds it, decoded).
+# Each is used only where its input is equal to what it was worked out from, so a stale
+# entry (another process stored since) costs the work it would have saved, never a
+# wrong answer. Replaced whole at every collection: it holds the current keys only.
+_Memo = dict[str, tuple[tuple[Any, ...], str, str | None, list[list[Any]]]]
+_memos: dict[int, _Memo] = {}
 
 
 def store(
     broker: Broker, snapshot: Snapshot, now: float, elapsed: float = 0.0
 ) -> list[Destination]:
-    """Store one collection; returns the broker's current destinations as stored."""
+    """Store one collection; returns the broker's current destinations as stored.
+
+    A row is written only when something it holds changes, and a Sample only when
+    its figures do (dashboard/collection/series.py reads them back per collection);
+    the rows returned have `recent` up to this collection all the same.
+    """
     at = datetime.fromtimestamp(now, UTC)
-    existing = {
-        row[0]: row[1:]
-        for row in Destination.objects.filter(broker=broker)
-        .values_list(
-            "key",
-            "id",
-            "in_total",
-            "out_total",
-            "updated_at",
-            "backlog",
-            "in_flight",
-            "removed_total",
-            "recent",
+    memo = _memos.get(broker.pk, {})
+    with _no_gc():
+        existing = _known(broker, memo)
+        collections = series.recent_collections(broker.pk, statuswindow.WINDOW_COLLECTIONS)
+        rows_new, rows_update, samples, current, _memos[broker.pk] = _rows(
+            broker, snapshot, existing, now, collections, memo
         )
-        .iterator()
-    }
-    rows_new, rows_update, samples, current = _rows(broker, snapshot, existing, now)
     with transaction.atomic():
         Destination.objects.bulk_create(rows_new, batch_size=500)
-        _update_rows(rows_update)
-        if existing:  # what is left was not in this snapshot
-            gone_ids = [pk for pk, *_ in existing.values()]
-            Destination.objects.filter(id__in=gone_ids, gone_since__isnull=True).update(
-                gone_since=at
-            )
-        _store_samples(broker, samples, int(now))
+        update_many(Destination, _FIELDS, rows_update)
+        _mark_gone(broker, existing, int(now), at)
+        _store_samples(broker, rows_new, samples, int(now))
+        Collection.objects.create(broker=broker, ts=int(now))
         _mark_up(broker, snapshot, now, elapsed)
     return [*rows_new, *current]
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cycle collector paused: making 5,000 rows' dicts and lists would otherwise run
+    it several times over the whole heap, for garbage that holds no cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _known(broker: Broker, memo: _Memo) -> dict[str, Known]:
+    """The broker's rows as `_READ` lists them, by key.
+
+    Read with the cursor, as tuples: at 5,000 rows the ORM's converters and a dict
+    per row cost more than the rest of the read. `recent` is decoded unless `memo`
+    has it decoded from the same text.
+    """
+    table = Destination._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT key, {', '.join(_READ)} FROM {table} WHERE broker_id = %s", [broker.pk]
+        )
+        rows = cursor.fetchall()
+    loads = json.loads
+    out: dict[str, Known] = {}
+    for key, *row in rows:
+        written = row[_WRITTEN]
+        row[_WRITTEN] = (
+            written if isinstance(written, datetime) and written.tzinfo else _aware(written)
+        )
+        if row[_GONE] is not None:
+            row[_GONE] = _aware(row[_GONE])
+        raw = row[_RECENT]
+        if isinstance(raw, str | bytes):
+            known = memo.get(key)
+            row[_RECENT] = known[3] if known is not None and known[2] == raw else loads(raw)
+            row.append(raw)
+        else:
+            row.append(None)
+        out[key] = tuple(row)
+    return out
+
+
+def _aware(value: Any) -> datetime:
+    """A timestamp column as the cursor gives it (SQLite: text in UTC), as an aware datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _last_seen(broker: Broker, prev: Known) -> float:
+    """When the broker last listed a known row: a row not gone was listed at its broker's
+    last collection that answered, though the row was written at its last change."""
+    written: float = prev[_WRITTEN].timestamp()
+    if prev[_GONE] is not None or broker.last_ok is None:
+        return written
+    return max(written, broker.last_ok.timestamp())
+
+
+def _digest(hashed: tuple[Any, ...]) -> str:
+    """A hash of a row's `_HASHED` values. A pickle is exact for the floats, the same on
+    every run of the same code, and three times cheaper than repr; a Python whose
+    pickles differ costs one more write per row, once."""
+    return hashlib.blake2b(pickle.dumps(hashed, protocol=5), digest_size=16).hexdigest()
+
+
+def _loaded(values: dict[str, Any]) -> Destination:
+    """A Destination as read from the database, without Model.__init__'s cost per field
+    (the collection returns every row of the broker); `values` holds every field."""
+    row = Destination.__new__(Destination)
+    state = row._state = ModelState()
+    state.adding = False
+    state.db = "default"
+    row.__dict__.update(values)
+    return row
+
+
 def _rows(
-    broker: Broker, snapshot: Snapshot, existing: dict[str, tuple[Any, ...]], now: float
-) -> tuple[list[Destination], list[tuple[Any, ...]], list[SampleRow], list[Destination]]:
-    """New rows, updates of known rows, samples, and the known rows as they will read;
-    takes each seen key out of `existing`."""
+    broker: Broker,
+    snapshot: Snapshot,
+    existing: dict[str, Known],
+    now: float,
+    collections: list[int],
+    memo: _Memo,
+) -> tuple[
+    list[Destination], list[tuple[Any, ...]], list[tuple[Any, ...]], list[Destination], _Memo
+]:
+    """New rows, updates of known rows that changed, samples (key or id, *figures) of those
+    whose figures changed, the known rows as they will read, and the memo for the next
+    collection; takes each seen key out of `existing`."""
     at = datetime.fromtimestamp(now, UTC)
     rows_new: list[Destination] = []
     rows_update: list[tuple[Any, ...]] = []
-    samples: list[SampleRow] = []
+    samples: list[tuple[Any, ...]] = []
     current: list[Destination] = []
+    worked_out: _Memo = {}
     # A kind's status rules judge some destinations from their recent samples
     # (Kafka groups, NATS consumers: dashboard/kinds/<kind>/status.py).
     since = statuswindow.window_since(now, broker.effective_interval)
     judge = judge_all(broker, since, now)
     for dest in kind_of(broker).settle(broker, snapshot.destinations):
         prev = existing.pop(dest.key, None)
-        dt = now - prev[3].timestamp() if prev else 0.0
-        in_rate = _rate(dest.in_rate, dest.in_total, prev[1] if prev else None, dt)
+        dt = now - _last_seen(broker, prev) if prev else 0.0
+        in_rate = _rate(dest.in_rate, dest.in_total, prev[_IN] if prev else None, dt)
         if prev is not None and dt > 0:
-            in_rate = prefer(in_rate, _arrivals(dest, prev[4], prev[5], prev[6], dt))
-        out_rate = _rate(dest.out_rate, dest.out_total, prev[2] if prev else None, dt)
+            backlog, in_flight = prev[_FIGURES_AT][:2]
+            in_rate = prefer(in_rate, _arrivals(dest, backlog, in_flight, prev[_REMOVED], dt))
+        out_rate = _rate(dest.out_rate, dest.out_total, prev[_OUT] if prev else None, dt)
         details = _details(dest)
         rank = trouble(dest.backlog, dest.consumers, dest.kind, in_rate, out_rate)
         judged = judge(dest, out_rate, now)
         if judged is not None:
             details["status"] = judged.status
             rank = max(rank, judged.trouble)
-        values = {
-            "name": dest.name,
-            "vhost": dest.vhost,
-            "type": dest.type,
-            "state": dest.state,
-            "backlog": dest.backlog,
-            "in_flight": dest.in_flight,
-            "consumers": dest.consumers,
-            "in_rate": in_rate,
-            "out_rate": out_rate,
-            "lag": dest.lag,
-            "consumer_capacity": dest.consumer_capacity,
-            "in_total": dest.in_total,
-            "out_total": dest.out_total,
-            "removed_total": dest.removed_total,
-            "trouble": rank,
-            "details": details,
-            # This sample and those before it, for the triage window (dashboard/triage/window.py).
-            "recent": [
-                *((prev[7] or []) if prev else [])[1 - statuswindow.WINDOW_COLLECTIONS :],
-                [
-                    int(now),
-                    dest.backlog,
-                    dest.in_flight,
-                    dest.consumers,
-                    in_rate,
-                    out_rate,
-                    dest.lag,
-                ],
-            ],
-            "updated_at": at,
-            "gone_since": None,
-        }
+        figures = (dest.backlog, dest.in_flight, dest.consumers, in_rate, out_rate, dest.lag)
+        entry = [int(now), *figures]
+        if prev is None or prev[_GONE] is not None:
+            recent = [entry]  # new, or listed again: its window starts now
+        elif figures != prev[_FIGURES_AT]:
+            recent = statuswindow.kept(prev[_RECENT] or [], entry, collections)
+        else:
+            recent = prev[_RECENT] or [entry]
+        # In _HASHED's order: what decides whether the row is written.
+        hashed = (
+            dest.name, dest.vhost, dest.type, dest.state, *figures, dest.consumer_capacity,
+            dest.in_total, dest.out_total, dest.removed_total, rank, details, None,
+        )  # fmt: skip
+        values: dict[str, Any] = dict(zip(_HASHED, hashed, strict=True))
+        known = memo.get(dest.key)
+        digest = known[1] if known is not None and known[0] == hashed else _digest(hashed)
+        values["digest"] = digest
+        raw = prev[_RAW] if prev is not None and recent is prev[_RECENT] else json.dumps(recent)
+        worked_out[dest.key] = (hashed, digest, raw, recent)
+        # The window's entries, for triage (statuswindow.expand, dashboard/triage/window.py).
+        values["recent"] = recent
+        values["updated_at"] = at
         if prev is None:
             rows_new.append(Destination(broker=broker, kind=dest.kind, key=dest.key, **values))
+            samples.append((dest.key, *figures))
+            continue
+        changed = recent is not prev[_RECENT]
+        if changed:
+            samples.append((prev[_ID], *figures))
+        if changed or digest != prev[_DIGEST] or prev[_GONE] is not None:
+            rows_update.append((*(values[f] for f in _FIELDS), prev[_ID]))
         else:
-            rows_update.append((*(values[f] for f in _FIELDS), prev[0]))
-            current.append(
-                Destination(id=prev[0], broker_id=broker.pk, kind=dest.kind, key=dest.key, **values)
-            )
-        samples.append(
-            (dest.key, dest.backlog, dest.in_flight, dest.consumers, in_rate, out_rate, dest.lag)
+            values["updated_at"] = prev[_WRITTEN]  # as stored
+        values.update(id=prev[_ID], broker_id=broker.pk, kind=dest.kind, key=dest.key)
+        current.append(_loaded(values))
+    return rows_new, rows_update, samples, current, worked_out
+
+
+def _mark_gone(broker: Broker, left: dict[str, Known], ts: int, at: datetime) -> None:
+    """The rows not in this snapshot that were listed until now: gone since `at`, a Gap in
+    their history, and `updated_at` when they were last listed (what their figures are from)."""
+    gone = [prev for prev in left.values() if prev[_GONE] is None]
+    if not gone:
+        return
+    seen = [(at, datetime.fromtimestamp(_last_seen(broker, p), UTC), p[_ID]) for p in gone]
+    update_many(Destination, ("gone_since", "updated_at"), seen)
+    Gap.objects.bulk_create([Gap(destination_id=p[_ID], ts=ts) for p in gone], batch_size=1000)
+
+
+def _store_samples(
+    broker: Broker, rows_new: list[Destination], samples: list[tuple[Any, ...]], ts: int
+) -> None:
+    """Samples name a known row by id, a new one by key (the database may give no id back)."""
+    ids = {row.key: row.pk for row in rows_new if row.pk is not None}
+    missing = [row.key for row in rows_new if row.pk is None]
+    if missing:
+        ids.update(
+            Destination.objects.filter(broker=broker, key__in=missing).values_list("key", "id")
         )
-    return rows_new, rows_update, samples, current
-
-
-def _store_samples(broker: Broker, samples: list[SampleRow], ts: int) -> None:
-    ids = dict(
-        Destination.objects.filter(broker=broker, gone_since__isnull=True).values_list("key", "id")
-    )
     Sample.objects.bulk_create(
         [
             Sample(
-                destination_id=ids[key],
+                destination_id=ids[ref] if isinstance(ref, str) else ref,
                 ts=ts,
                 backlog=b,
                 in_flight=f,
@@ -307,7 +426,7 @@ def _store_samples(broker: Broker, samples: list[SampleRow], ts: int) -> None:
                 out_rate=orate,
                 lag=lag,
             )
-            for key, b, f, c, ir, orate, lag in samples
+            for ref, b, f, c, ir, orate, lag in samples
         ],
         batch_size=1000,
     )
@@ -338,8 +457,3 @@ def _mark_up(broker: Broker, snapshot: Snapshot, now: float, elapsed: float) -> 
         broker.topology_at = at
         fields += ["topology", "topology_at"]
     broker.save(update_fields=fields)
-
-
-def _update_rows(rows: list[tuple[Any, ...]]) -> None:
-    """Update many destinations in one statement each; far cheaper than bulk_update's CASE."""
-    update_many(Destination, _FIELDS, rows)

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import Avg, F, Max, Q, QuerySet
 
+from dashboard.collection import series
 from dashboard.models import Broker, Destination, Rollup, Sample
 
 # Columns a table can be sorted by: the URL's name to the ORM ordering.
@@ -106,9 +107,22 @@ def destinations(listing: Listing) -> QuerySet[Destination]:
         qs = qs.filter(Q(name__icontains=listing.q) | Q(vhost__icontains=listing.q))
     ordering = SORTS[listing.sort.lstrip("-")]
     descending = ordering[0].startswith("-") != listing.sort.startswith("-")
-    field = F(ordering[0].lstrip("-"))
-    first = field.desc(nulls_last=True) if descending else field.asc(nulls_last=True)
+    name = ordering[0].lstrip("-")
+    field = F(name)
+    # Rows with no value sort last; asking that of a column that is never NULL would
+    # keep PostgreSQL from reading the ranking index backwards.
+    nulls_last = True if _nullable(name) else None
+    first = field.desc(nulls_last=nulls_last) if descending else field.asc(nulls_last=nulls_last)
     return qs.order_by(first, *ordering[1:], "id")
+
+
+def _nullable(path: str) -> bool:
+    """Whether the Destination field at `path` ("backlog", "broker__name") may be NULL."""
+    model: Any = Destination
+    *hops, last = path.split("__")
+    for hop in hops:
+        model = model._meta.get_field(hop).related_model
+    return bool(model._meta.get_field(last).null)
 
 
 def page_of(listing: Listing) -> Page:
@@ -161,7 +175,7 @@ def as_json(dest: Destination) -> dict[str, Any]:
         "status": status.get("status"),
         "status_rule": status.get("rule"),
         "lag_seconds": behind.get("max"),
-        "updated_at": dest.updated_at.isoformat(),
+        "updated_at": dest.as_of.isoformat(),
     }
 
 
@@ -213,9 +227,13 @@ def history(dest_id: int, window: str, now: float | None = None) -> dict[str, An
     bucket = max(1, -(-seconds // MAX_POINTS))
     if model is Rollup:
         bucket = max(bucket, settings.SLUICE_ROLLUP_SECONDS)
-    rows = bucketed(model.objects.filter(destination_id=dest_id, ts__gte=since), bucket).order_by(
-        "bucket"
-    )
+    rows: Iterable[dict[str, Any]]
+    if model is Rollup:
+        rows = bucketed(
+            Rollup.objects.filter(destination_id=dest_id, ts__gte=since), bucket
+        ).order_by("bucket")
+    else:
+        rows = series.bucketed("d.id = %s", [dest_id], bucket, since)
     points = [
         {
             "ts": row["bucket"] * bucket,
@@ -247,20 +265,15 @@ def sparklines(
     """The largest backlog of each minute of the last hour, per destination."""
     now = time.time() if now is None else now
     first = int(now) // 60 - minutes + 1
-    rows = (
-        Sample.objects.filter(destination_id__in=dest_ids, ts__gte=first * 60)
-        .annotate(minute=F("ts") / 60)
-        .values("destination_id", "minute")
-        .annotate(value=Max("backlog"))
-    )
-    series: dict[int, list[int | None]] = {pk: [None] * minutes for pk in dest_ids}
-    for row in rows:
-        index = row["minute"] - first
-        if 0 <= index < minutes:
-            series[row["destination_id"]][index] = row["value"]
+    lines: dict[int, list[int | None]] = {pk: [None] * minutes for pk in dest_ids}
+    for pk, buckets in series.maxima(dest_ids, 60, first * 60).items():
+        for minute, value in buckets.items():
+            index = minute - first
+            if 0 <= index < minutes:
+                lines[pk][index] = value
     # Minutes before the first sample are left out rather than drawn as zero.
     out: dict[int, list[int]] = {}
-    for pk, values in series.items():
+    for pk, values in lines.items():
         while values and values[0] is None:
             values.pop(0)
         filled: list[int] = []

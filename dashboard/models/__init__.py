@@ -34,9 +34,11 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Broker",
+    "Collection",
     "DeadLetterScan",
     "DeliveryAttempt",
     "Destination",
+    "Gap",
     "Incident",
     "Job",
     "JobChunk",
@@ -129,9 +131,16 @@ class Destination(models.Model):
     # without loading them.
     trouble = models.SmallIntegerField(default=0)
     details = models.JSONField(default=dict)
-    # The last samples, [[ts, backlog, in_flight, consumers, in_rate, out_rate, lag], ...]
-    # oldest first: the window triage judges, read with the row.
+    # A hash of what the collector stores in the row but `recent` and `updated_at`:
+    # it rewrites the row only when this changes (dashboard/collection/collector.py).
+    digest = models.CharField(max_length=32, blank=True, default="", editable=False)
+    # [[ts, backlog, in_flight, consumers, in_rate, out_rate, lag], ...] oldest first, at
+    # each collection whose figures changed, from the last change before the window on:
+    # the window triage judges, read with the row and expanded onto the broker's
+    # collections (dashboard/collection/statuswindow.py expand).
     recent = models.JSONField(default=list, blank=True)
+    # When the row was last written: rows are written only when what they hold changes,
+    # so a listed row's figures hold as of its broker's last_ok (`as_of`).
     updated_at = models.DateTimeField(default=timezone.now)
     # Set when the broker stopped listing it; kept for its history.
     gone_since = models.DateTimeField(null=True, blank=True)
@@ -142,6 +151,14 @@ class Destination(models.Model):
 
     def __str__(self) -> str:
         return f"{self.broker.name}:{self.key}"
+
+    @property
+    def as_of(self) -> Any:
+        """When the figures shown were last read from the broker."""
+        last_ok = self.broker.last_ok
+        if self.gone_since is not None or last_ok is None or last_ok < self.updated_at:
+            return self.updated_at
+        return last_ok
 
     # 3: a Kafka group in ERROR (dashboard/kinds/kafka/status.py); RabbitMQ never gets it.
     TROUBLE_LABELS = {3: "error", 2: "growing", 1: "no consumers", 0: ""}
@@ -157,8 +174,44 @@ class Destination(models.Model):
         return self.TROUBLE_LABELS.get(self.trouble, "")
 
 
+class Collection(models.Model):
+    """One collection of a broker that answered: the points its destinations' history has.
+
+    A destination's Sample is written only when its figures change; at every other
+    collection of its broker it holds the figures of its last Sample (unless a Gap
+    came in between). Kept as long as Samples.
+    """
+
+    broker = models.ForeignKey(Broker, on_delete=models.CASCADE, db_index=False)
+    ts = models.IntegerField()  # Unix seconds, as Sample.ts
+
+    class Meta:
+        # (ts): pruning by age, across brokers.
+        indexes = [models.Index(fields=["broker", "ts"]), models.Index(fields=["ts"])]
+
+    def __str__(self) -> str:
+        return f"{self.broker_id}@{self.ts}"
+
+
+class Gap(models.Model):
+    """A destination's broker stopped listing it at `ts`: no figures until its next Sample."""
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, db_index=False)
+    ts = models.IntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["destination", "ts"])]
+
+    def __str__(self) -> str:
+        return f"{self.destination_id}@{self.ts}"
+
+
 class Sample(models.Model):
-    """One destination's figures at one collection, kept at full resolution."""
+    """One destination's figures from a collection on, until the next Sample or Gap.
+
+    Written when the figures change (dashboard/collection/collector.py), so one row
+    stands for every collection (Collection) of its broker until then.
+    """
 
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, db_index=False)
     ts = models.IntegerField()  # Unix seconds: compact, and cheap to bucket in SQL
@@ -170,7 +223,8 @@ class Sample(models.Model):
     lag = models.BigIntegerField(null=True)
 
     class Meta:
-        indexes = [models.Index(fields=["destination", "ts"])]
+        # (ts): rolling up and pruning by age, across destinations.
+        indexes = [models.Index(fields=["destination", "ts"]), models.Index(fields=["ts"])]
 
     def __str__(self) -> str:
         return f"{self.destination_id}@{self.ts}"
@@ -190,6 +244,8 @@ class Rollup(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["destination", "ts"], name="rollup_bucket")]
+        # (ts): the latest rollup, and pruning by age.
+        indexes = [models.Index(fields=["ts"])]
 
     def __str__(self) -> str:
         return f"{self.destination_id}@{self.ts}"

@@ -46,13 +46,15 @@ class Context:
     memo: dict[str, Any] = field(default_factory=dict)
     _dead_letter_keys: set[str] | None = None
 
+    # The broker's last collection times, which each destination's window is expanded onto.
+    collections: list[int] = field(default_factory=list)
     _points: dict[int, list[Point]] = field(default_factory=dict)
 
     def points(self, dest: Destination) -> list[Point]:
         """`dest`'s samples in the window, oldest first, this collection's last."""
         found = self._points.get(dest.pk)
         if found is None:
-            found = self._points[dest.pk] = window.points(dest, self.since)
+            found = self._points[dest.pk] = window.points(dest, self.since, self.collections)
         return found
 
     def is_open(self, cause: str, key: str = "") -> bool:
@@ -93,15 +95,14 @@ def growth(dest: Destination, points: list[Point]) -> Trend | None:
     return trend(points) if points else None
 
 
-def _had_consumers(dest: Destination, since: float) -> bool:
-    """Whether any sample of the window before this collection's had consumers."""
-    return any(row[3] > 0 for row in (dest.recent or ())[:-1] if row[0] >= since)
+def _had_consumers(points: list[Point]) -> bool:
+    """Whether any point of the window before this collection's had consumers."""
+    return any(p.consumers > 0 for p in points[:-1])
 
 
-def _rose(dest: Destination, since: float, by: int) -> bool:
+def _rose(points: list[Point], by: int) -> bool:
     """Whether the backlog rose by `by` or more over the window (Trend.growing needs that)."""
-    recent = [row for row in dest.recent or () if row[0] >= since]
-    return len(recent) >= 2 and recent[-1][1] - recent[0][1] >= by
+    return len(points) >= 2 and points[-1].backlog - points[0].backlog >= by
 
 
 def time_to_limit(kind: Any, dest: Destination, growth_rate: float) -> tuple[float, Limit] | None:
@@ -151,7 +152,7 @@ def consumers_lost(ctx: Context) -> Iterable[Finding]:
         if dest.backlog <= 0 and inflow <= 0:
             continue
         # Parked queues (never a consumer) are the common case: told from the raw window.
-        if not _had_consumers(dest, ctx.since) and not ctx.is_open("consumers_lost", dest.key):
+        if not _had_consumers(ctx.points(dest)) and not ctx.is_open("consumers_lost", dest.key):
             continue
         points = ctx.points(dest)
         had = max((p.consumers for p in points[:-1]), default=0)
@@ -195,7 +196,7 @@ def backlog_growing(ctx: Context) -> Iterable[Finding]:
             continue  # a dead-letter queue's growth is "dead letters arriving"
         if not ctx.enabled("backlog_growing", dest):
             continue
-        if not _rose(dest, ctx.since, 10) and not ctx.is_open("backlog_growing", dest.key):
+        if not _rose(ctx.points(dest), 10) and not ctx.is_open("backlog_growing", dest.key):
             continue  # the common case, told from the raw window without building it
         points = ctx.points(dest)
         t = growth(dest, points)

@@ -19,8 +19,9 @@ from django.core.cache import cache
 from django.db import transaction
 
 from dashboard import alerts
+from dashboard.collection import series
 from dashboard.collection.bulk import update_many
-from dashboard.collection.statuswindow import window_since
+from dashboard.collection.statuswindow import WINDOW_COLLECTIONS, window_since
 from dashboard.kinds import kind_of
 from dashboard.models import AlertRule, Broker, Destination, Incident
 from dashboard.triage import detectors
@@ -83,14 +84,14 @@ def evaluate(
     if judged_destinations:
         # Rows the database gave no id to on insert cannot be told apart: read them back.
         given = destinations and all(d.pk is not None for d in destinations)
-        ctx.destinations = (
-            destinations
-            if given and destinations
-            else list(
+        if given and destinations:
+            ctx.destinations = destinations
+        else:
+            ctx.destinations = list(
                 Destination.objects.filter(broker=broker, gone_since__isnull=True).only(*_FIELDS)
             )
-        )
         ctx.since = window_since(now, broker.effective_interval)
+        ctx.collections = series.recent_collections(broker.pk, WINDOW_COLLECTIONS)
         more, failed_too = _run(ctx, (*detectors.DESTINATION, *kind.destination_detectors))
         found += more
         failed = failed or failed_too

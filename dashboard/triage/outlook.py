@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dashboard.collection.statuswindow import window_since
+from dashboard.collection import series
+from dashboard.collection.statuswindow import WINDOW_COLLECTIONS, window_since
 from dashboard.kinds import kind_of
 from dashboard.models import Destination
 from dashboard.triage import window
@@ -21,7 +22,8 @@ def outlook(dest: Destination, now: float | None = None) -> dict[str, Any] | Non
     """{"text", "state", "basis"}, or None while the window is too short to tell."""
     now = time.time() if now is None else now
     since = window_since(now, dest.broker.effective_interval)
-    points = window.points(dest, since)
+    collections = series.recent_collections(dest.broker_id, WINDOW_COLLECTIONS)
+    points = window.points(dest, since, collections)
     t = trend(points)
     if t is None:
         return None

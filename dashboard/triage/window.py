@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from dashboard.collection.statuswindow import MIN_COLLECTIONS, MIN_SPAN_SECONDS
+from dashboard.collection.statuswindow import MIN_COLLECTIONS, MIN_SPAN_SECONDS, expand
 
 
 class Point(NamedTuple):
@@ -21,13 +21,14 @@ class Point(NamedTuple):
     lag: int | None
 
 
-def points(dest: Any, since: float) -> list[Point]:
-    """`dest`'s samples since `since`, from the copy its row keeps (Destination.recent).
+def points(dest: Any, since: float, collections: list[int]) -> list[Point]:
+    """`dest`'s figures at each of its broker's `collections` since `since`, from the
+    entries its row keeps (Destination.recent, expanded by statuswindow.expand).
 
     The collector writes the same figures to Sample and to `recent`, so the window
-    costs no query of its own.
+    costs no query but the broker's collection times, read once per evaluation.
     """
-    return [Point._make(row) for row in dest.recent or () if row[0] >= since]
+    return [Point._make(row) for row in expand(dest.recent, collections) if row[0] >= since]
 
 
 def long_enough(points: list[Point]) -> bool:
