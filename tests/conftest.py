@@ -12,17 +12,29 @@ loaded as plugins, so each owner can keep theirs in their own file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from uuid import uuid4
 
+import dj_database_url
 import pytest
 from django.conf import settings
+from django.db import connections
 
 from dashboard import devservices
 
 # Cached page fragments and triage memory are this run's own: another run on the same Redis
 # has other rows.
 settings.SLUICE_FRAGMENT_SCOPE = f"test-{uuid4().hex[:12]}"
+
+# A second database for tests/test_postgres_indexes.py (its tests ask for "pg");
+# every other test stays on SQLite. The name is this run's own: runs share the server.
+if os.environ.get("SLUICE_TEST_POSTGRES_URL"):
+    connections.settings["pg"] = dj_database_url.parse(os.environ["SLUICE_TEST_POSTGRES_URL"]) | {
+        "TEST": {"NAME": f"test_sluice_{uuid4().hex[:12]}"}
+    }
+    # Django has read DATABASES already: fill in the new alias's defaults as it did the others'.
+    connections.configure_settings(connections.settings)
 
 pytest_plugins = sorted(
     f"tests.{path.stem}"

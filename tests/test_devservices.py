@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 import pika
+import psycopg
 import redis as redis_client
 from kafka import KafkaAdminClient
 
@@ -56,6 +57,17 @@ def test_redis_answers_ping(redis_url):
     client.close()
 
 
+def test_postgres_is_a_private_cluster_not_the_machines_own(monkeypatch):
+    monkeypatch.delenv("SLUICE_TEST_POSTGRES_URL", raising=False)
+    url = devservices.postgres()
+    assert devservices.postgres() == url  # the running one is reused
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        data = conn.execute("SHOW data_directory").fetchone()
+        port = conn.execute("SHOW port").fetchone()
+    assert data == (str(devservices.STATE_DIR / "postgres"),)
+    assert port != ("5432",)
+
+
 def test_services_named_in_the_environment_are_reused_not_started(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://example.invalid:1/0")
     monkeypatch.setenv("SLUICE_TEST_NATS_URL", "nats://example.invalid:1")
@@ -63,9 +75,11 @@ def test_services_named_in_the_environment_are_reused_not_started(monkeypatch):
     monkeypatch.setenv("SLUICE_TEST_KAFKA_BOOTSTRAP", "example.invalid:3")
     monkeypatch.setenv("SLUICE_TEST_RABBITMQ_MANAGEMENT_URL", "http://example.invalid:4/")
     monkeypatch.setenv("SLUICE_TEST_RABBITMQ_AMQP_URL", "amqp://ann:s%3Acret@example.invalid:5/%2F")
+    monkeypatch.setenv("SLUICE_TEST_POSTGRES_URL", "postgres://ann@example.invalid:6/postgres")
     assert devservices.redis() == "redis://example.invalid:1/0"
     assert devservices.nats()["monitoring_url"] == "http://example.invalid:2"
     assert devservices.kafka() == {"bootstrap_servers": "example.invalid:3"}
     rabbit = devservices.rabbitmq(install=True)
     assert rabbit["management_url"] == "http://example.invalid:4"
     assert (rabbit["username"], rabbit["password"]) == ("ann", "s:cret")
+    assert devservices.postgres() == "postgres://ann@example.invalid:6/postgres"

@@ -13,6 +13,8 @@ when one is, and otherwise starts a private one on free loopback ports:
 - `rabbitmq()`: `$SLUICE_TEST_RABBITMQ_*`, else the machine's RabbitMQ on its
   fixed ports, installed with apt-get when `install=True`.
 - `chromium()`: Debian's Chromium, installed with apt-get when asked.
+- `postgres()`: `$SLUICE_TEST_POSTGRES_URL`, else a private cluster of Debian's
+  PostgreSQL in `.sluice/postgres/`, left running for the next run.
 
 `start_sluice()` runs migrate and ensure_admin, then starts the web tier, a Celery
 worker and beat. Processes started here (`spawn()`) log to `.sluice/logs/`
@@ -28,7 +30,7 @@ the URLs, runs CMD, stops what it started, exits with CMD's code).
 
 # Layout: `process` (spawning, waiting, stopping; state and log directories),
 # one module per service (`redis_server`, `nats_server`, `kafka_server`,
-# `rabbitmq_server`, `chromium_browser`, with `apt` for what apt-get installs),
+# `rabbitmq_server`, `postgres_server`, `chromium_browser`, with `apt` for what apt-get installs),
 # `commands` (run, test, start_sluice) and `__main__` (the command line).
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dashboard.devservices.chromium_browser import chromium
 from dashboard.devservices.commands import cmd_run, cmd_test, start_sluice
 from dashboard.devservices.kafka_server import kafka
 from dashboard.devservices.nats_server import nats
+from dashboard.devservices.postgres_server import postgres
 from dashboard.devservices.process import (
     LOG_DIR,
     ROOT,
@@ -73,6 +76,7 @@ __all__ = [
     "free_port",
     "kafka",
     "nats",
+    "postgres",
     "rabbitmq",
     "redis",
     "spawn",

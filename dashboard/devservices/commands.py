@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from dashboard.devservices.chromium_browser import chromium
 from dashboard.devservices.kafka_server import kafka
 from dashboard.devservices.nats_server import nats
+from dashboard.devservices.postgres_server import postgres
 from dashboard.devservices.process import (
     LOG_DIR,
     ROOT,
@@ -56,6 +57,7 @@ def _test_env() -> dict[str, str]:
     env["SLUICE_TEST_RABBITMQ_MANAGEMENT_URL"] = r["management_url"]
     env["SLUICE_TEST_RABBITMQ_AMQP_URL"] = r["amqp_url"]
     env["SLUICE_TEST_CHROMIUM"] = _timed("chromium", chromium)
+    env["SLUICE_TEST_POSTGRES_URL"] = _timed("postgres", postgres)
     return env
 
 
