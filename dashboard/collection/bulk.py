@@ -1,7 +1,8 @@
-"""Updating many rows of one model at once: one UPDATE statement, executed for every row.
+"""Updating or inserting many rows of one model at once: one statement, executed for every row.
 
-Django's bulk_update builds a CASE per column over all rows, which costs far more
-per row than the rows themselves; the collector and triage update thousands.
+Django's bulk_update builds a CASE per column over all rows, and bulk_create
+compiles every field of every object, both of which cost far more per row than
+the rows themselves; the collector and triage write thousands.
 """
 
 from __future__ import annotations
@@ -40,3 +41,18 @@ def update_many(
     table = model._meta.db_table
     with connection.cursor() as cursor:
         cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608
+
+
+def insert_many(
+    model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert rows of plain values (ints, floats, text, None) into `fields` (column names)."""
+    if not rows:
+        return
+    table = model._meta.db_table
+    marks = ", ".join(["%s"] * len(fields))
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({marks})",  # noqa: S608
+            rows,
+        )

@@ -27,7 +27,7 @@ from django.db.models.base import ModelState
 from brokers.base import Adapter, BrokerError, Snapshot, connect
 from brokers.base import Destination as Dest
 from dashboard.collection import series, statuswindow
-from dashboard.collection.bulk import update_many
+from dashboard.collection.bulk import insert_many, update_many
 from dashboard.config import connect_options
 from dashboard.kinds import judge_all, kind_of, unconsumed_kinds
 from dashboard.models import Broker, Collection, Destination, Gap, Sample
@@ -157,8 +157,9 @@ def _details(dest: Dest) -> dict[str, Any]:
         "arguments": dest.arguments,
         "policy": dest.policy,
         "effective_policy": dest.effective_policy,
-        # A Consumer's fields are plain values: vars() is asdict() at a tenth of the cost.
-        "consumers": [dict(vars(c)) for c in dest.consumer_details],
+        # A Consumer is frozen and its fields are plain values: its own __dict__ is what
+        # asdict() would copy, at no cost (nothing writes to it).
+        "consumers": [vars(c) for c in dest.consumer_details],
         "extra": dest.extra,
     }
 
@@ -190,7 +191,7 @@ _FIELDS = (
 # What decides whether a known row is written: all it stores but these (Destination.digest).
 _UNHASHED = ("digest", "recent", "updated_at")
 _HASHED = tuple(f for f in _FIELDS if f not in _UNHASHED)
-_FIGURES = ("backlog", "in_flight", "consumers", "in_rate", "out_rate", "lag")
+_FIGURES = series.FIGURES
 # What the collection reads of a known row (after its key, by these positions): what
 # rates, samples and `recent` are made from.
 _READ = (
@@ -309,12 +310,13 @@ def _digest(hashed: tuple[Any, ...]) -> str:
 
 def _loaded(values: dict[str, Any]) -> Destination:
     """A Destination as read from the database, without Model.__init__'s cost per field
-    (the collection returns every row of the broker); `values` holds every field."""
+    (the collection returns every row of the broker); `values` holds every field, and
+    becomes the row's own attributes."""
     row = Destination.__new__(Destination)
-    state = row._state = ModelState()
+    state = values["_state"] = ModelState()
     state.adding = False
     state.db = "default"
-    row.__dict__.update(values)
+    row.__dict__ = values
     return row
 
 
@@ -356,13 +358,12 @@ def _rows(
             details["status"] = judged.status
             rank = max(rank, judged.trouble)
         figures = (dest.backlog, dest.in_flight, dest.consumers, in_rate, out_rate, dest.lag)
-        entry = [int(now), *figures]
         if prev is None or prev[_GONE] is not None:
-            recent = [entry]  # new, or listed again: its window starts now
+            recent = [[int(now), *figures]]  # new, or listed again: its window starts now
         elif figures != prev[_FIGURES_AT]:
-            recent = statuswindow.kept(prev[_RECENT] or [], entry, collections)
+            recent = statuswindow.kept(prev[_RECENT] or [], [int(now), *figures], collections)
         else:
-            recent = prev[_RECENT] or [entry]
+            recent = prev[_RECENT] or [[int(now), *figures]]
         # In _HASHED's order: what decides whether the row is written.
         hashed = (
             dest.name, dest.vhost, dest.type, dest.state, *figures, dest.consumer_capacity,
@@ -414,21 +415,10 @@ def _store_samples(
         ids.update(
             Destination.objects.filter(broker=broker, key__in=missing).values_list("key", "id")
         )
-    Sample.objects.bulk_create(
-        [
-            Sample(
-                destination_id=ids[ref] if isinstance(ref, str) else ref,
-                ts=ts,
-                backlog=b,
-                in_flight=f,
-                consumers=c,
-                in_rate=ir,
-                out_rate=orate,
-                lag=lag,
-            )
-            for ref, b, f, c, ir, orate, lag in samples
-        ],
-        batch_size=1000,
+    insert_many(
+        Sample,
+        ("destination_id", "ts", *series.FIGURES),
+        [(ids[ref] if isinstance(ref, str) else ref, ts, *figures) for ref, *figures in samples],
     )
 
 
