@@ -366,7 +366,14 @@ ADAPTERS = {
 
 # Options each kind accepts, and which of them must be present.
 OPTIONS: dict[str, dict[str, bool]] = {
-    "rabbitmq": {"management_url": True, "amqp_url": False, "username": False, "password": False},
+    "rabbitmq": {
+        "management_url": True,
+        "amqp_url": False,
+        "username": False,
+        "password": False,
+        "metrics_source": False,
+        "prometheus_url": False,
+    },
     "kafka": {
         "bootstrap_servers": True,
         "security_protocol": False,

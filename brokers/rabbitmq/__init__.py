@@ -1,12 +1,15 @@
-"""RabbitMQ: the management plugin's HTTP API for monitoring, AMQP 0-9-1 (pika) for messages.
+"""RabbitMQ: the management and Prometheus plugins for monitoring, AMQP 0-9-1 (pika) for messages.
 
-Talks to the management API (`management_url`), 3 + ceil(queues / 500) requests a
-collection, and to the AMQP port (`amqp_url`) only to browse, publish and move
-messages. Options and costs are in `adapter`'s docstring.
+Talks to the Prometheus plugin's detailed endpoint (`prometheus_url`) for the counts
+when it answers, to the management API (`management_url`) for the rest (or for
+everything, 3 + ceil(queues / 500) requests a collection), and to the AMQP port
+(`amqp_url`) only to browse, publish and move messages. Options and costs are in
+`adapter`'s docstring.
 
     adapter      the `RabbitMQ` adapter: the connection, and each capability
     monitor      one collection: overview, nodes, queues, consumers, exchanges, bindings
     management   the HTTP session, with every failure as a BrokerError
+    prometheus   the Prometheus plugin's detailed endpoint, and a parser for its text
     keys         destination keys and publish targets ("<vhost>/<name>") split back
     amqp         the AMQP side's entry points, imported on first use
     wire         connections and channels; codec: properties and field tables

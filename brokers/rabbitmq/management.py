@@ -21,6 +21,10 @@ class _PageOutOfRange(BrokerError):
     """The listing shrank while it was being paged."""
 
 
+class _NotFound(BrokerError):
+    """A 404: the object asked for does not exist (or no longer does)."""
+
+
 class ManagementAPI:
     """Authenticated requests to one management API, each with `timeout` seconds."""
 
@@ -87,6 +91,13 @@ class ManagementAPI:
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self._request("GET", path, params=params)
 
+    def get_or_none(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """`get`, with None for a 404 (a queue deleted since it was listed)."""
+        try:
+            return self._request("GET", path, params=params)
+        except _NotFound:
+            return None
+
     def post(self, path: str, json: Any) -> Any:
         """POST `json` to `path` (e.g. a queue's `/get`) and return the JSON answer."""
         return self._request("POST", path, json=json)
@@ -146,7 +157,7 @@ class ManagementAPI:
                 f"user {self.username!r} may not read {path} ({status}: {reason})", retryable=False
             )
         if status == 404:
-            return BrokerError(f"not found: {self.base_url}{path} (404)", retryable=False)
+            return _NotFound(f"not found: {self.base_url}{path} (404)", retryable=False)
         return BrokerError(
             f"management API failed on {path} ({status}: {reason or error})",
             retryable=status >= 500 or status == 429,

@@ -1,13 +1,22 @@
-"""One RabbitMQ collection: the management API's listings, and what their fields mean.
+"""One RabbitMQ collection, from the management API alone or with the Prometheus plugin.
 
-Costs 3 + ceil(queues / 500) requests (overview, nodes, consumers, the queue
+`collect`: 3 + ceil(queues / 500) requests (overview, nodes, consumers, the queue
 listing paged 500 at a time); topology adds vhosts, exchanges and bindings.
-`brokers.rabbitmq.adapter` holds the connection; this module, the requests
-and the mapping of their answers to the project's dataclasses.
+
+`collect_prometheus`: overview, nodes and one GET of the plugin's detailed endpoint
+for every count; what only the management API knows (type, arguments, policies,
+consumer details) is read on the slow cycle (`topology=True`) into a `Settings`
+cache, and for a queue the cache does not know yet, one GET per queue (or one
+light listing when many are new).
+
+`brokers.rabbitmq.adapter` holds the connections and picks the path; this module,
+the requests and the mapping of their answers to the project's dataclasses.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from brokers.base import (
@@ -20,7 +29,8 @@ from brokers.base import (
     Snapshot,
     Topology,
 )
-from brokers.rabbitmq.management import ManagementAPI
+from brokers.rabbitmq import prometheus
+from brokers.rabbitmq.management import ManagementAPI, quote_path
 
 # Every listing asks only for what it maps: less JSON to build, send and parse.
 OVERVIEW_COLUMNS = (
@@ -44,6 +54,21 @@ EXCHANGE_COLUMNS = (
     "message_stats.publish_in_details,message_stats.publish_out_details"
 )
 BINDING_COLUMNS = "source,vhost,destination,destination_type,routing_key,arguments"
+# What only the management API gives of a queue: no statistics, so cheap to list.
+SETTINGS_COLUMNS = (
+    "name,vhost,type,state,node,durable,auto_delete,exclusive,arguments,policy,"
+    "effective_policy_definition"
+)
+# The broker's own rates of a queue, which the first reading of the plugin takes from the
+# listing: it has no counter reading before it to take them from.
+SEED_COLUMNS = (
+    "message_stats.publish_details,message_stats.deliver_get_details,"
+    "message_stats.ack_details,message_stats.redeliver_details"
+)
+# More queues than this unknown to the cache: one listing instead of a GET each.
+LOOKUPS = 20
+# Seconds a queue the management API said was gone is not asked about again.
+MISSING_FOR = 30.0
 
 # Dead-letter and length settings a queue argument `x-<key>` and a policy can
 # both set. RabbitMQ then takes the argument for names and the lower of the two
@@ -57,8 +82,57 @@ ARGUMENT_WINS = (
 LOWER_WINS = ("message-ttl", "max-length", "max-length-bytes", "delivery-limit")
 
 
-def collect(api: ManagementAPI, topology: bool = False) -> Snapshot:
-    """Read health, queues and consumers; with `topology`, also vhosts, exchanges, bindings."""
+@dataclass
+class Settings:
+    """What the management API alone says of each queue, from the last slow cycle."""
+
+    queues: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    consumers: dict[tuple[str, str], list[Consumer]] = field(default_factory=dict)
+    read_at: float | None = None  # time.time() of the last full read
+    every: float | None = None  # seconds between the last two full reads
+    # Queues the plugin still showed but the management API did not know, and when:
+    # a deleted queue's metrics linger a few seconds, and are not asked about again.
+    missing: dict[tuple[str, str], float] = field(default_factory=dict)
+    # The plugin's `prometheus.SIZES` of each queue (keyed as it writes them), from the
+    # last reading that asked for them.
+    sizes: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+
+    def fill(self, queues: list[dict[str, Any]], consumers: dict[Any, list[Consumer]]) -> None:
+        now = time.time()
+        if self.read_at is not None:
+            self.every = now - self.read_at
+        self.queues = {(q["vhost"], q["name"]): q for q in queues}
+        self.consumers = consumers
+        self.read_at = now
+        self.missing = {}
+
+    def counts_bytes(self) -> bool:
+        """Whether some queue has a max-length-bytes in force, whose nearness needs fresh bytes."""
+        return any(
+            "x-max-length-bytes" in (q.get("arguments") or {})
+            or "max-length-bytes" in (q.get("effective_policy_definition") or {})
+            for q in self.queues.values()
+        )
+
+    def name_of(self, vhost: str, written: str) -> str | None:
+        """The queue's real name, for a name as the plugin wrote it (raw or escaped)."""
+        if (vhost, written) in self.queues:
+            return written
+        unescaped = prometheus.unescape(written)
+        return unescaped if (vhost, unescaped) in self.queues else None
+
+
+def collect(
+    api: ManagementAPI,
+    topology: bool = False,
+    settings: Settings | None = None,
+    totals: bool = True,
+) -> Snapshot:
+    """Read health, queues and consumers; with `topology`, also vhosts, exchanges, bindings.
+
+    `settings`, when given, is refilled from the listing. Without `totals`, the
+    counters are None (the reading before was from another source).
+    """
     before = api.requests_made
     overview = api.get("/api/overview", {"columns": OVERVIEW_COLUMNS})
     nodes = api.get("/api/nodes", {"columns": NODE_COLUMNS})
@@ -66,8 +140,12 @@ def collect(api: ManagementAPI, topology: bool = False) -> Snapshot:
     stats = overview.get("rates_mode", "basic") != "none" and not overview.get("disable_stats")
     consumers = _consumers(api)
     queues = api.paged("/api/queues", QUEUE_COLUMNS)
+    if settings is not None:
+        settings.fill(queues, consumers)
     # Keyed, because a queue shifted across a page boundary comes twice.
     destinations = {d.key: d for d in (_destination(q, consumers, stats) for q in queues)}
+    if not totals:
+        destinations = {k: _without_totals(d) for k, d in destinations.items()}
     topo = _topology(api, stats) if topology else None
     return Snapshot(
         health=_health(overview, nodes),
@@ -75,6 +153,179 @@ def collect(api: ManagementAPI, topology: bool = False) -> Snapshot:
         topology=topo,
         requests=api.requests_made - before,
     )
+
+
+def collect_prometheus(
+    api: ManagementAPI,
+    endpoint: prometheus.PrometheusEndpoint,
+    settings: Settings,
+    counters: prometheus.ChannelTotals,
+    topology: bool = False,
+    first: bool = False,
+) -> Snapshot:
+    """The counts from the plugin's detailed endpoint, the rest from the management API.
+
+    Raises `prometheus.Unavailable` before asking the management API anything when
+    the plugin does not answer. `first`: the reading before was from another source.
+    Its rates are then the broker's own, from one listing with statistics (what the
+    management path asks every time), so that a rate is there from the first
+    collection on, as on that path; the counters' own follow from the second.
+    """
+    before = api.requests_made + endpoint.requests_made
+    # Sizes and consumer capacity on the slow cycle, unless a byte limit needs them fresh.
+    sizes = topology or settings.read_at is None or settings.counts_bytes()
+    samples = prometheus.parse(
+        endpoint.detailed(prometheus.FAMILIES if sizes else prometheus.FAST_FAMILIES)
+    )
+    _sizes(settings, samples, sizes)
+    overview = api.get("/api/overview", {"columns": OVERVIEW_COLUMNS})
+    nodes = api.get("/api/nodes", {"columns": NODE_COLUMNS})
+    stats = overview.get("rates_mode", "basic") != "none" and not overview.get("disable_stats")
+    seeding = first and stats
+    seed: dict[tuple[str, str], dict[str, Any]] = {}
+    if topology or settings.read_at is None or seeding:
+        listed = api.paged(
+            "/api/queues", f"{SETTINGS_COLUMNS},{SEED_COLUMNS}" if seeding else SETTINGS_COLUMNS
+        )
+        if seeding:
+            # Popped: the cache keeps settings only, not rates that go stale.
+            seed = {(q["vhost"], q["name"]): q.pop("message_stats", None) or {} for q in listed}
+        settings.fill(listed, _consumers(api))
+    found = _resolve(api, settings, samples)
+    # Consumer details are one cheap request (its cost grows with consumers, not
+    # queues): read again only when the plugin's counts say they changed.
+    if any((s.consumers or 0) != len(settings.consumers.get(key, ())) for key, s in found.items()):
+        settings.consumers = _consumers(api)
+    counters.forget(found)
+    destinations = []
+    for key, sample in found.items():
+        dest = _destination(_as_listed(settings.queues[key], sample), settings.consumers, False)
+        got = counters.read(key, sample, first)
+        if got is None and key in seed:
+            dest = _seeded(dest, seed[key])
+        elif got is not None:
+            rates = got.rates
+            dest = replace(
+                dest,
+                in_total=got.publish,
+                out_total=got.deliver_get,
+                # As on the management path: a stream keeps what it delivers.
+                removed_total=None if dest.type == "stream" else got.removed,
+                # In and out rates the collector derives from the totals, on its own
+                # clock, once it has two; until then (after a gap), the counters' own.
+                in_rate=rates.get("publish") if got.after_gap else None,
+                out_rate=rates.get("deliver_get") if got.after_gap else None,
+                # These two, over the time since the last exact reading.
+                extra={
+                    **dest.extra,
+                    "ack_rate": rates.get("ack"),
+                    "redeliver_rate": rates.get("redeliver"),
+                },
+            )
+        destinations.append(dest)
+    return Snapshot(
+        health=_health(overview, nodes),
+        destinations=tuple(destinations),
+        topology=_topology(api, stats) if topology else None,
+        requests=api.requests_made + endpoint.requests_made - before,
+    )
+
+
+def _resolve(
+    api: ManagementAPI,
+    settings: Settings,
+    samples: dict[tuple[str, str], prometheus.QueueSample],
+) -> dict[tuple[str, str], prometheus.QueueSample]:
+    """The samples keyed by (vhost, real name), the settings of new queues read first.
+
+    A queue the management API does not know (deleted since the plugin's answer) is left
+    out, and so is one the plugin shows only through channels' counters, without its own
+    counts: deleted, or too new to have them. Read as empty, it would seem to fill up
+    (dead letters arriving, to a dead-letter queue) once its counts come.
+    """
+    found: dict[tuple[str, str], prometheus.QueueSample] = {}
+    unknown: list[prometheus.QueueSample] = []
+    recently = time.time() - MISSING_FOR
+    for (vhost, written), sample in samples.items():
+        if sample.messages is None and sample.ready is None:
+            continue
+        name = settings.name_of(vhost, written)
+        if name is not None:
+            found[(vhost, name)] = sample
+        elif settings.missing.get((vhost, written), 0.0) < recently:
+            unknown.append(sample)
+    if len(unknown) > LOOKUPS:
+        settings.queues.update(
+            {(q["vhost"], q["name"]): q for q in api.paged("/api/queues", SETTINGS_COLUMNS)}
+        )
+    else:
+        for sample in unknown:
+            for name in dict.fromkeys((sample.name, prometheus.unescape(sample.name))):
+                q = api.get_or_none(
+                    quote_path("api", "queues", sample.vhost, name), {"columns": SETTINGS_COLUMNS}
+                )
+                if q:
+                    settings.queues[(q["vhost"], q["name"])] = q
+                    break
+    for sample in unknown:
+        name = settings.name_of(sample.vhost, sample.name)
+        if name is not None:
+            found[(sample.vhost, name)] = sample
+        else:
+            settings.missing[(sample.vhost, sample.name)] = time.time()
+    return found
+
+
+def _sizes(
+    settings: Settings, samples: dict[tuple[str, str], prometheus.QueueSample], read: bool
+) -> None:
+    """Keep the sizes just `read`, or give each sample those of the last reading that had them."""
+    if read:
+        settings.sizes = {
+            key: tuple(getattr(s, attr) for attr in prometheus.SIZES) for key, s in samples.items()
+        }
+        return
+    for key, s in samples.items():
+        kept = settings.sizes.get(key)
+        if kept is not None:
+            for attr, value in zip(prometheus.SIZES, kept, strict=True):
+                setattr(s, attr, value)
+
+
+def _as_listed(settings: dict[str, Any], s: prometheus.QueueSample) -> dict[str, Any]:
+    """A queue as the management listing gives it: its settings, with the plugin's counts."""
+    q = {k: v for k, v in settings.items() if k != "message_stats"}
+    q.update(
+        messages_ready=s.ready,
+        messages_unacknowledged=s.unacked,
+        messages=s.messages,
+        consumers=s.consumers,
+        consumer_capacity=s.consumer_capacity,
+        memory=s.memory,
+        message_bytes=s.message_bytes,
+        message_bytes_ready=s.message_bytes_ready,
+        idle_since=None,  # the settings' reading is too old to say
+    )
+    return q
+
+
+def _seeded(d: Destination, message_stats: dict[str, Any]) -> Destination:
+    """`d` with the broker's own rates of the listing (none listed: no traffic, so 0)."""
+    q = {"message_stats": message_stats}
+    return replace(
+        d,
+        in_rate=_rate(q, "publish_details", 0.0),
+        out_rate=_rate(q, "deliver_get_details", 0.0),
+        extra={
+            **d.extra,
+            "ack_rate": _rate(q, "ack_details", 0.0),
+            "redeliver_rate": _rate(q, "redeliver_details", 0.0),
+        },
+    )
+
+
+def _without_totals(d: Destination) -> Destination:
+    return replace(d, in_total=None, out_total=None, removed_total=None)
 
 
 def _consumers(api: ManagementAPI) -> dict[tuple[str, str], list[Consumer]]:

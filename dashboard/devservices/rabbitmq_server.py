@@ -1,4 +1,4 @@
-"""The machine's RabbitMQ with the management and shovel plugins, started if needed.
+"""The machine's RabbitMQ with the management, shovel and Prometheus plugins, started if needed.
 
 RabbitMQ is a system service, not a private process: `$SLUICE_TEST_RABBITMQ_*`
 name one to use; otherwise the local node on its fixed ports is used, installed
@@ -29,7 +29,13 @@ from dashboard.devservices.process import (
 RABBITMQ_MANAGEMENT_URL = "http://127.0.0.1:15672"
 RABBITMQ_AMQP_PORT = 5672
 RABBITMQ_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-RABBITMQ_PLUGINS = ("rabbitmq_management", "rabbitmq_shovel", "rabbitmq_shovel_management")
+RABBITMQ_PROMETHEUS_URL = "http://127.0.0.1:15692"
+RABBITMQ_PLUGINS = (
+    "rabbitmq_management",
+    "rabbitmq_shovel",
+    "rabbitmq_shovel_management",
+    "rabbitmq_prometheus",  # the cheap counts (brokers.rabbitmq.prometheus)
+)
 
 
 def _rabbitmq_installed() -> bool:
@@ -72,9 +78,11 @@ def rabbitmq(install: bool = False) -> dict[str, str]:
         return dict(_cache["rabbitmq"])
     auth = ("guest", "guest")
     log = LOG_DIR / "rabbitmq.log"
-    # Fast path: a node with the management and shovel plugins answering already.
-    ready = _port_open(RABBITMQ_AMQP_PORT) and _http_ok(
-        f"{RABBITMQ_MANAGEMENT_URL}/api/shovels", auth
+    # Fast path: a node with the management, shovel and Prometheus plugins answering already.
+    ready = (
+        _port_open(RABBITMQ_AMQP_PORT)
+        and _http_ok(f"{RABBITMQ_MANAGEMENT_URL}/api/shovels", auth)
+        and _http_ok(f"{RABBITMQ_PROMETHEUS_URL}/metrics/detailed?family=queue_consumer_count")
     )
     if not ready:
         if not _rabbitmq_installed():
@@ -86,8 +94,9 @@ def rabbitmq(install: bool = False) -> dict[str, str]:
             _apt_install("rabbitmq-server")
         if os.geteuid() != 0:
             raise ServiceError(
-                "RabbitMQ with the management and shovel plugins is not answering on "
-                f"{RABBITMQ_MANAGEMENT_URL}, and starting or configuring it needs root"
+                "RabbitMQ with the management, shovel and Prometheus plugins is not answering on "
+                f"{RABBITMQ_MANAGEMENT_URL} and {RABBITMQ_PROMETHEUS_URL}, and starting or "
+                "configuring it needs root"
             )
         # A fresh install may have started the node already (invoke-rc.d).
         if (
@@ -112,6 +121,13 @@ def rabbitmq(install: bool = False) -> dict[str, str]:
         _wait(
             f"RabbitMQ management API ({RABBITMQ_MANAGEMENT_URL}/api/overview as guest)",
             lambda: _http_ok(f"{RABBITMQ_MANAGEMENT_URL}/api/overview", auth),
+            60,
+        )
+        _wait(
+            f"RabbitMQ Prometheus plugin ({RABBITMQ_PROMETHEUS_URL}/metrics/detailed)",
+            lambda: _http_ok(
+                f"{RABBITMQ_PROMETHEUS_URL}/metrics/detailed?family=queue_consumer_count"
+            ),
             60,
         )
     _cache["rabbitmq"] = {

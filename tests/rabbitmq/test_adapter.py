@@ -52,6 +52,9 @@ def adapter(rabbitmq: dict[str, str]) -> Iterator[RabbitMQ]:
         username=rabbitmq["username"],
         password=rabbitmq["password"],
         timeout=5.0,
+        # These tests are the management path's; the Prometheus path's are in
+        # test_prometheus_source.py.
+        metrics_source="management",
     )
     yield a
     a.close()
