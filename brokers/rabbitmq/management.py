@@ -7,7 +7,7 @@ what the broker's answers mean, and this one about how they are fetched.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 import requests
 
@@ -25,6 +25,27 @@ class _NotFound(BrokerError):
     """A 404: the object asked for does not exist (or no longer does)."""
 
 
+def http_base(url: str, option: str) -> tuple[SplitResult, str, str]:
+    """`url` split, its base URL without credentials, and host:port; a clear error for a
+    URL that is not http(s)://host:port (`option` names the setting).
+
+    Credentials travel in the Authorization header only, so that URLs in exceptions
+    and urllib3's debug log never carry them.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number
+        parts, port = urlsplit(""), 0
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BrokerError(
+            f"{option} must be http(s)://host:port, not {redact_url(url)!r}", retryable=False
+        )
+    hostport = parts.netloc.rpartition("@")[2]
+    base_url = urlunsplit((parts.scheme, hostport, parts.path.rstrip("/"), "", ""))
+    return parts, base_url, f"{parts.hostname}:{port}"
+
+
 class ManagementAPI:
     """Authenticated requests to one management API, each with `timeout` seconds."""
 
@@ -36,21 +57,7 @@ class ManagementAPI:
         password: str | None = None,
         timeout: float = 3.0,
     ) -> None:
-        try:
-            parts = urlsplit(management_url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:  # a port that is not a number
-            parts, port = urlsplit(""), 0
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BrokerError(
-                f"management_url must be http(s)://host:port, not {redact_url(management_url)!r}",
-                retryable=False,
-            )
-        # Credentials travel in the Authorization header only, so that URLs in
-        # exceptions and urllib3's debug log never carry them.
-        hostport = parts.netloc.rpartition("@")[2]
-        self.base_url = urlunsplit((parts.scheme, hostport, parts.path.rstrip("/"), "", ""))
-        self.host = f"{parts.hostname}:{port}"
+        parts, self.base_url, self.host = http_base(management_url, "management_url")
         amqp = urlsplit(amqp_url) if amqp_url else None
         self.username = _first(username, parts.username, amqp and amqp.username)
         password = _first(password, parts.password, amqp and amqp.password)

@@ -23,13 +23,12 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 
 from brokers.base import BrokerError
-from brokers.rabbitmq.management import _cause
-from brokers.redact import redact_url
+from brokers.rabbitmq.management import _cause, http_base
 
 PORT = 15692
 # What every collection asks for.
@@ -307,20 +306,8 @@ class PrometheusEndpoint:
     """GETs of one plugin's detailed endpoint, each with `timeout` seconds."""
 
     def __init__(self, url: str, timeout: float = 3.0) -> None:
-        try:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            parts, port = urlsplit(""), 0
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BrokerError(
-                f"prometheus_url must be http(s)://host:port, not {redact_url(url)!r}",
-                retryable=False,
-            )
         # The plugin asks for no credentials by default; any in the URL go in the header.
-        hostport = parts.netloc.rpartition("@")[2]
-        self.base_url = urlunsplit((parts.scheme, hostport, parts.path.rstrip("/"), "", ""))
-        self.host = f"{parts.hostname}:{port}"
+        parts, self.base_url, self.host = http_base(url, "prometheus_url")
         self.timeout = timeout
         self.session = requests.Session()
         if parts.username is not None:
