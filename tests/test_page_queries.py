@@ -9,6 +9,7 @@ collection) and warm (a second look at the same view).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils.html import escape
 
 from brokers.base import Health
 from dashboard.collection import queries
@@ -205,3 +207,57 @@ def test_a_page_load_while_another_renders_the_view_shows_the_latest_rendering(c
     assert view.listing is not None
     assert "renamed.00007" in pages.live_fragment(view.listing)
     assert "renamed.00007" in carol.get("/").content.decode()
+
+
+def test_a_kept_page_shows_each_viewer_their_own_name_role_and_token(client_for, personas):
+    """The page around the live part is kept per role: name and CSRF token are each viewer's."""
+    from dashboard.auth import VIEWER, ensure_user
+
+    brokers = _brokers()
+    fill(brokers, 0, SMALL)
+    personas["eve"] = ensure_user("eve<i>", VIEWER, "a-password-for-eve")[0]
+    fragments.changed()
+    looks = [("alice", "admin"), ("bob", "operator"), ("carol", "viewer"), ("eve", "viewer")]
+    tokens = set()
+    for name, role in looks + looks:  # the second round reads the kept pages
+        client = client_for(name)
+        with CaptureQueriesContext(connection) as sql:
+            page = client.get("/").content.decode()
+        shown = escape(personas[name].get_username())
+        assert f'<span class="who">{shown} <span class="role">{role}</span>' in page, name
+        assert "eve<i>" not in page and fragments.CSRF_MARK not in page
+        assert ('href="/admin/"' in page) is (role == "admin"), name
+        assert ('class="can-operate"' in page) is (role in ("admin", "operator")), name
+        header = re.search(r'hx-headers=\'\{"X-CSRFToken": "([^"]+)"\}\'', page)
+        form = re.search(r'action="/logout/".*?name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert header and form, name
+        tokens.add(form.group(1))
+        if (name, role) == looks[-1]:
+            # Kept: the page around the live part was not rendered again.
+            assert not any('"dashboard_broker"' in q["sql"] for q in sql.captured_queries)
+        # The token is this viewer's: their own sign-out form takes it.
+        assert client.post("/logout/", {"csrfmiddlewaretoken": form.group(1)}).status_code == 302
+    assert len(tokens) == 2 * len(looks)
+
+    # A renamed broker moves the pages on: the kept page is rendered again.
+    Broker.objects.filter(name="kafka").update(name="kafka-eu")
+    fragments.changed("kafka-eu")
+    page = client_for("carol").get("/").content.decode()
+    assert '<option value="kafka-eu"' in page and '<option value="kafka"' not in page
+
+
+def test_a_rendering_kept_in_the_process_is_never_shown_once_redis_has_lost_it(client_for):
+    """Redis restarted empty counts the generations from the start again: a kept rendering
+    of the same generation number is another rendering, and is not shown."""
+    brokers = _brokers()
+    fill(brokers, 0, SMALL)
+    carol = client_for("carol")
+    fragments.changed()
+    assert "orders.00007" in carol.get("/").content.decode()  # stored, and kept here
+    view = pages.listing_view(queries.Listing.from_params({}))
+    gen = fragments.generation(view)
+    cache.delete_many([fragments._key(view, "newest"), fragments._key(view, "newest-id")])
+    cache.set(fragments._view_gen_key(view), gen, timeout=None)  # counted up to it again
+    Destination.objects.filter(name="orders.00007").update(name="renamed.00007")
+    page = carol.get("/").content.decode()
+    assert ">renamed.00007</a>" in page and ">orders.00007</a>" not in page

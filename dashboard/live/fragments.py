@@ -32,6 +32,11 @@ the worker began before their change.
 A view nobody watches is rendered by its first page load after a change and
 reused by the next ones. Either way the cost of a page does not grow with the
 number of people looking.
+
+Each stored rendering has an id of its own, stored beside it in a small key. A
+page load reads the generation and that id in one round trip, and each web
+process keeps the renderings it has read (`Rendering`, `Recent`): the large
+one crosses from Redis once per process and change, not once per page load.
 """
 
 from __future__ import annotations
@@ -39,12 +44,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.signals import setting_changed
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest
 from django.middleware.csrf import get_token
@@ -59,8 +68,54 @@ SEEN_KEY = "sluice:seen-gen"  # in the session: the generations its own last cha
 # Rendered in place of the CSRF token, and replaced per request (empty for the push:
 # htmx sends the token in a header, set on the page's body).
 CSRF_MARK = "sluice-csrf-token-placeholder"
+RECENT = 32  # renderings each process keeps: the views looked at lately, a few hundred KB each
 
 _local = threading.local()
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """A view's live part as rendered at `generation`.
+
+    `id` names a stored rendering and no other, ever (a restarted Redis starts the
+    generations again, the ids never); "" for one rendered for a single page load.
+    """
+
+    id: str
+    generation: int
+    html: str
+
+
+class Recent:
+    """The last few values read, by key, in this process (the web tier runs views in threads)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._found: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        # A changed setting (a test's DEBUG, the fragment scope) changes what renders.
+        setting_changed.connect(self._forget, weak=False)
+
+    def _forget(self, **kwargs: Any) -> None:
+        with self._lock:
+            self._found.clear()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            found = self._found.get(key)
+            if found is not None:
+                self._found.move_to_end(key)
+            return found
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._found[key] = value
+            self._found.move_to_end(key)
+            while len(self._found) > self.size:
+                self._found.popitem(last=False)
+
+
+_recent = Recent(RECENT)  # newest key -> the Rendering read or stored last
 
 
 def _gen_key(broker: str) -> str:
@@ -101,13 +156,47 @@ def rendering_key(view: View) -> str:
 
 def newest(view: View) -> tuple[int, str] | None:
     """The newest completed rendering of `view`, with the generation it was rendered at."""
+    found = _read_newest(view)
+    return (found.generation, found.html) if found else None
+
+
+def _read_newest(view: View) -> Rendering | None:
     found = cache.get(_key(view, "newest"))
-    return (int(found[0]), str(found[1])) if found else None
+    if not found:
+        return None
+    # A rendering stored before ids were (gen, html): it gets none, so it is never kept.
+    rendering = Rendering(str(found[2]) if len(found) > 2 else "", int(found[0]), str(found[1]))
+    if rendering.id:
+        _recent.put(_key(view, "newest"), rendering)
+    return rendering
 
 
-def _store(view: View, gen: int, html: str) -> None:
+def _store(view: View, gen: int, html: str) -> Rendering:
     # Only a claim's holder stores, so two renderings of one view never race here.
-    cache.set(_key(view, "newest"), (gen, html), timeout=KEEP_SECONDS)
+    rendering = Rendering(uuid.uuid4().hex, gen, html)
+    # One transaction: the id never names another rendering than the one beside it.
+    cache.set_many(
+        {
+            _key(view, "newest"): (gen, html, rendering.id),
+            _key(view, "newest-id"): (gen, rendering.id),
+        },
+        timeout=KEEP_SECONDS,
+    )
+    _recent.put(_key(view, "newest"), rendering)
+    return rendering
+
+
+def _generation_and_newest(view: View) -> tuple[int, Rendering | None]:
+    """The generation and the newest rendering, in one round trip when this process has it."""
+    gen_key, id_key = _view_gen_key(view), _key(view, "newest-id")
+    found = cache.get_many([gen_key, id_key])
+    gen = int(found[gen_key]) if gen_key in found else generation(view)
+    pointer = found.get(id_key)
+    if pointer is not None:
+        kept = _recent.get(_key(view, "newest"))
+        if kept is not None and kept.id == pointer[1]:
+            return gen, kept
+    return gen, _read_newest(view)
 
 
 def _hold(view: View, holder: str) -> bool:
@@ -178,21 +267,23 @@ def shared(view: View, render: Callable[[], str], at_least: int = 0) -> str:
     While another process renders the view, its newest rendering, unless older than
     `at_least` (the generation the viewer's own change reached).
     """
-    gen = generation(view)
-    found = newest(view)
-    if found is not None and found[0] >= gen:
-        return found[1]
-    if found is not None and found[0] >= at_least and cache.get(rendering_key(view)):
-        return found[1]
+    return current(view, render, at_least).html
+
+
+def current(view: View, render: Callable[[], str], at_least: int = 0) -> Rendering:
+    """What `shared` gives, with the rendering's id: a page keeps what it builds around it."""
+    gen, found = _generation_and_newest(view)
+    if found is not None and found.generation >= gen:
+        return found
+    if found is not None and found.generation >= at_least and cache.get(rendering_key(view)):
+        return found
     if not _hold(view, PAGE):
         # Another process renders it, and what is stored is too old for this viewer (or none).
-        return render()
+        return Rendering("", gen, render())
     try:
-        html = render()
-        _store(view, gen, html)
+        return _store(view, gen, render())
     finally:
         cache.delete(rendering_key(view))
-    return html
 
 
 def saw(request: HttpRequest, broker: str) -> None:

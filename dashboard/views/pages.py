@@ -10,10 +10,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
-from dashboard.auth import ADMIN, VIEWER, require_role
+from dashboard.auth import ADMIN, VIEWER, require_role, role_context
 from dashboard.collection import queries
 from dashboard.kinds import destination_kinds, kind_of
 from dashboard.live import fragments, watch
@@ -83,28 +84,89 @@ def live_fragment(listing: queries.Listing, at_least: int = 0) -> str:
     return fragments.shared(listing_view(listing), lambda: render_live(listing), at_least)
 
 
-def _listing_page(
-    request: HttpRequest, listing: queries.Listing, template: str, **ctx: Any
-) -> HttpResponse:
-    """The page around the shared live fragment: only what the frame needs is computed here."""
-    shared = live_fragment(listing, at_least=fragments.seen(request, listing_view(listing)))
-    html = mark_safe(fragments.for_request(shared, request))  # noqa: S308
-    if request.htmx:
-        return HttpResponse(html)
-    return render(
-        request,
+# Where the page around the live part has the signed-in user's name. Markup, never
+# the escaped form of any text, so nothing a user types can stand in for it.
+USER_MARK = mark_safe("<!--sluice-user-->")  # noqa: S308
+LIVE_MARK = mark_safe("<!--sluice-live-->")  # noqa: S308
+FRAMES = 64  # pages kept per process: (rendering, page, listing, role)
+_frames = fragments.Recent(FRAMES)
+
+
+class _SignedIn:
+    """Whom a kept frame is rendered for: anyone signed in, their name a mark."""
+
+    is_authenticated = True
+
+    def get_username(self) -> str:
+        return USER_MARK
+
+
+class _Place:
+    """What a kept frame may read of the request: where it is, never who asks."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.path = request.path
+        self.resolver_match = request.resolver_match
+
+
+def _frame(
+    request: HttpRequest,
+    listing: queries.Listing,
+    template: str,
+    roles: dict[str, Any],
+    ctx: dict[str, Any],
+) -> tuple[str, str]:
+    """The page around the live part, before and after it, with marks for the user's own bits.
+
+    Rendered with no user's data: the name and the CSRF token are marks filled in per
+    request, and what the role shows comes from the role alone (the key holds it).
+    """
+    frame = render_to_string(
         template,
         {
+            **roles,
+            "user": _SignedIn(),
+            "request": _Place(request),
+            "csrf_token": fragments.CSRF_MARK,
             "listing": listing,
             "view": listing_view(listing),
             "kinds": destination_kinds(),
             "broker_names": list(
                 Broker.objects.filter(enabled=True).values_list("name", flat=True)
             ),
-            "live_html": html,
+            "live_html": LIVE_MARK,
             **ctx,
         },
     )
+    before, found, after = frame.partition(LIVE_MARK)
+    assert found, f"{template} does not show live_html"
+    return before, after
+
+
+def _listing_page(
+    request: HttpRequest, listing: queries.Listing, template: str, **ctx: Any
+) -> HttpResponse:
+    """The page around the shared live fragment: only what the frame needs is computed here.
+
+    The frame is kept per stored rendering of the live part: it is rendered again when
+    the live part is (anything it shows moves the same generation), and for each role.
+    """
+    view = listing_view(listing)
+    live = fragments.current(
+        view, lambda: render_live(listing), at_least=fragments.seen(request, view)
+    )
+    if request.htmx:
+        return HttpResponse(fragments.for_request(live.html, request))
+    roles = role_context(request)
+    key = (live.id, template, request.path, listing, tuple(sorted(roles.items())))
+    frame = _frames.get(key) if live.id else None
+    if frame is None:
+        frame = _frame(request, listing, template, roles, ctx)
+        if live.id:
+            _frames.put(key, frame)
+    name = escape(request.user.get_username())
+    before, after = (part.replace(USER_MARK, name) for part in frame)
+    return HttpResponse(fragments.for_request("".join((before, live.html, after)), request))
 
 
 @require_GET
