@@ -10,8 +10,8 @@ from brokers.base import Destination as D
 from brokers.base import Health, Snapshot
 from dashboard.asgi import application
 from dashboard.collection import collector
+from dashboard.live import fragments, watch
 from dashboard.live import push as live
-from dashboard.live import watch
 from dashboard.models import Broker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -129,3 +129,40 @@ def test_an_idle_websocket_still_gets_the_next_update(personas):
         return html
 
     assert ">77</td>" in async_to_sync(run)()
+
+
+def test_each_push_carries_the_generation_it_shows(personas):
+    """A client counts the generations it saw: one collection moves it on by one."""
+    import re
+
+    broker = Broker.objects.create(
+        name="rabbit", kind="rabbitmq", options={"management_url": "http://x"}
+    )
+    collector.store(broker, snapshot(1), now=1000.0)
+
+    async def run() -> list[str]:
+        ws = WebsocketCommunicator(
+            application, "/ws/live/?view=overview", headers=[(b"origin", b"http://127.0.0.1")]
+        )
+        ws.scope["user"] = personas["carol"]
+        assert (await ws.connect())[0]
+        from channels.db import database_sync_to_async
+
+        received = []
+        for backlog, now in ((2, 1005.0), (3, 1010.0)):
+
+            def collect_again(backlog: int = backlog, now: float = now) -> int:
+                with fragments.collecting():  # as the worker collects (dashboard/tasks.py)
+                    collector.store(broker, snapshot(backlog), now=now)
+                return live.broadcast("rabbit")
+
+            assert await database_sync_to_async(collect_again)() == 1
+            received.append(await ws.receive_from(timeout=5))
+        await ws.disconnect()
+        return received
+
+    first, second = async_to_sync(run)()
+    numbers = [re.match(r"<!-- generation (\d+) -->", html) for html in (first, second)]
+    assert numbers[0] and numbers[1]
+    assert int(numbers[1][1]) == int(numbers[0][1]) + 1
+    assert ">3</td>" in second

@@ -159,9 +159,11 @@ def test_a_websocket_on_each_worker_receives_the_push_after_a_collection(busy_st
 def test_a_burst_of_page_loads_gets_a_quick_busy_answer_and_probes_still_answer(busy_stack):
     session = busy_stack.login()
     cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
-    # Open a real page on another worker each time: the overview, a broker page, the API.
-    paths = ["/", "/brokers/rabbit/", "/incidents/", "/jobs/"]
-    burst = 96  # at concurrency 1 per worker, seconds of work against a 1 s wait
+    # Real pages that each load computes (a search is no view the worker renders ahead),
+    # each on whichever worker takes it: the overview and a broker page searched, the
+    # incidents, the jobs.
+    paths = ["/?q={i}", "/brokers/rabbit/?q={i}", "/incidents/", "/jobs/"]
+    burst = 160  # at concurrency 1 per worker, seconds of work against a 1 s wait
     start = threading.Barrier(burst + 1)
     stop_probing = threading.Event()
 
@@ -170,7 +172,7 @@ def test_a_burst_of_page_loads_gets_a_quick_busy_answer_and_probes_still_answer(
         start.wait()
         began = time.monotonic()
         answer = requests.get(
-            f"{busy_stack.url}{paths[i % len(paths)]}",
+            f"{busy_stack.url}{paths[i % len(paths)].format(i=i)}",
             headers={"Cookie": cookie, "Accept": accept},
             timeout=60,
         )
