@@ -15,6 +15,8 @@ import pika
 import pytest
 import requests
 
+from brokers.rabbitmq import prometheus
+
 
 class Topology:
     """Queues and exchanges declared over one AMQP connection to a vhost, deleted afterwards."""
@@ -102,6 +104,18 @@ def management(rabbitmq: dict[str, str], method: str, path: str, **kw: Any) -> r
     )
     resp.raise_for_status()
     return resp
+
+
+def plugin_count(rabbitmq: dict[str, str], queue: str, vhost: str = "/") -> int | None:
+    """A queue's messages as the Prometheus plugin shows them, the counts Sluice collects
+    by default: it refreshes them on its own timer, out of step with the management API."""
+    url = prometheus.default_url(rabbitmq["management_url"])
+    answer = requests.get(
+        f"{url}/metrics/detailed", params={"family": "queue_coarse_metrics"}, timeout=10
+    )
+    answer.raise_for_status()
+    sample = prometheus.parse(answer.text).get((vhost, queue))
+    return None if sample is None else sample.messages
 
 
 @pytest.fixture

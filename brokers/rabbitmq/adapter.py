@@ -14,10 +14,12 @@ Options:
     username, password
                     override the credentials in either URL; default guest/guest
     timeout         seconds allowed for each HTTP request (connect and read)
-    metrics_source  "auto" (the default): the Prometheus plugin when it answers, else
-                    the management API, the plugin tried again after 1, 2, 4... up
-                    to 10 minutes; "prometheus": the plugin only (not answering is
-                    an error); "management": the management API only
+    metrics_source  "management" (the default): the management API only; "auto": the
+                    Prometheus plugin when it answers, else the management API, the
+                    plugin tried again after 1, 2, 4... up to 10 minutes;
+                    "prometheus": the plugin only (not answering is an error). Not
+                    yet the default: between two readings less than the node's
+                    refresh apart, its counters may not have moved (see README)
     prometheus_url  http(s)://host:15692; default: the management URL's scheme and
                     host with port 15692. No credentials are sent unless it has some
 
@@ -91,7 +93,7 @@ class RabbitMQ:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 3.0,
-        metrics_source: str = "auto",
+        metrics_source: str = "management",
         prometheus_url: str | None = None,
     ) -> None:
         if metrics_source not in METRICS_SOURCES:

@@ -181,17 +181,18 @@ def collect_prometheus(
     overview = api.get("/api/overview", {"columns": OVERVIEW_COLUMNS})
     nodes = api.get("/api/nodes", {"columns": NODE_COLUMNS})
     stats = overview.get("rates_mode", "basic") != "none" and not overview.get("disable_stats")
-    seeding = first and stats
+    # The broker's own rates of queues whose counters have no earlier reading yet (all of
+    # them at the first collection, a new one later), from the listings made anyway.
     seed: dict[tuple[str, str], dict[str, Any]] = {}
-    if topology or settings.read_at is None or seeding:
+    if topology or settings.read_at is None or (first and stats):
         listed = api.paged(
-            "/api/queues", f"{SETTINGS_COLUMNS},{SEED_COLUMNS}" if seeding else SETTINGS_COLUMNS
+            "/api/queues", f"{SETTINGS_COLUMNS},{SEED_COLUMNS}" if stats else SETTINGS_COLUMNS
         )
-        if seeding:
+        if stats:
             # Popped: the cache keeps settings only, not rates that go stale.
             seed = {(q["vhost"], q["name"]): q.pop("message_stats", None) or {} for q in listed}
         settings.fill(listed, _consumers(api))
-    found = _resolve(api, settings, samples)
+    found = _resolve(api, settings, samples, seed if stats else None)
     # Consumer details are one cheap request (its cost grows with consumers, not
     # queues): read again only when the plugin's counts say they changed.
     if any((s.consumers or 0) != len(settings.consumers.get(key, ())) for key, s in found.items()):
@@ -222,6 +223,9 @@ def collect_prometheus(
                     "redeliver_rate": rates.get("redeliver"),
                 },
             )
+            if not rates and key in seed:
+                # First sight of its counters: the totals from them, the rates the broker's.
+                dest = _seeded(dest, seed[key])
         destinations.append(dest)
     return Snapshot(
         health=_health(overview, nodes),
@@ -235,8 +239,13 @@ def _resolve(
     api: ManagementAPI,
     settings: Settings,
     samples: dict[tuple[str, str], prometheus.QueueSample],
+    seed: dict[tuple[str, str], dict[str, Any]] | None,
 ) -> dict[tuple[str, str], prometheus.QueueSample]:
     """The samples keyed by (vhost, real name), the settings of new queues read first.
+
+    A new queue's settings come with the broker's own rates when `seed` is given (the
+    statistics are on): its counters have no earlier reading to give rates from, and
+    a storm on it would otherwise show one collection late.
 
     A queue the management API does not know (deleted since the plugin's answer) is left
     out, and so is one the plugin shows only through channels' counters, without its own
@@ -254,19 +263,25 @@ def _resolve(
             found[(vhost, name)] = sample
         elif settings.missing.get((vhost, written), 0.0) < recently:
             unknown.append(sample)
+    columns = SETTINGS_COLUMNS if seed is None else f"{SETTINGS_COLUMNS},{SEED_COLUMNS}"
+    read: list[dict[str, Any]] = []
     if len(unknown) > LOOKUPS:
-        settings.queues.update(
-            {(q["vhost"], q["name"]): q for q in api.paged("/api/queues", SETTINGS_COLUMNS)}
-        )
+        read = api.paged("/api/queues", columns)
     else:
         for sample in unknown:
             for name in dict.fromkeys((sample.name, prometheus.unescape(sample.name))):
                 q = api.get_or_none(
-                    quote_path("api", "queues", sample.vhost, name), {"columns": SETTINGS_COLUMNS}
+                    quote_path("api", "queues", sample.vhost, name), {"columns": columns}
                 )
                 if q:
-                    settings.queues[(q["vhost"], q["name"])] = q
+                    read.append(q)
                     break
+    for q in read:
+        # Popped: the cache keeps settings only, not rates that go stale.
+        stats = q.pop("message_stats", None) or {}
+        if seed is not None:
+            seed[(q["vhost"], q["name"])] = stats
+        settings.queues[(q["vhost"], q["name"])] = q
     for sample in unknown:
         name = settings.name_of(sample.vhost, sample.name)
         if name is not None:

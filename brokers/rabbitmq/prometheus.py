@@ -32,6 +32,9 @@ from brokers.rabbitmq.management import _cause, http_base
 
 PORT = 15692
 # What every collection asks for.
+# RabbitMQ's collect_statistics_interval (5 s by default, as on this project's nodes):
+# how often the node refreshes the counters the plugin shows.
+REFRESH_SECONDS = 5.5
 FAST_FAMILIES = (
     "queue_coarse_metrics",  # ready, unacked, total per queue
     "queue_consumer_count",  # consumers per queue
@@ -233,6 +236,8 @@ class ChannelTotals:
         # Per queue: when it was last read, and its channels' counters then.
         self._last: dict[tuple[str, str], tuple[float, dict[str, dict[str, int]]]] = {}
         self._gave: set[tuple[str, str]] = set()  # queues whose last reading gave totals
+        # Per queue: the rates last worked out, and when its counters last moved.
+        self._rates: dict[tuple[str, str], tuple[float, dict[str, float]]] = {}
 
     def read(
         self, key: tuple[str, str], sample: QueueSample, first: bool, now: float | None = None
@@ -250,8 +255,15 @@ class ChannelTotals:
         rates: dict[str, float] = {}
         if last is not None and now > last[0]:
             dt, before = now - last[0], _sums(last[1])
-            for name in ("publish", "deliver_get", "ack", "redeliver"):
-                rates[name] = (sums.get(name, 0) - before.get(name, 0)) / dt
+            held = self._rates.get(key)
+            if sums == before and held is not None and now - held[0] < REFRESH_SECONDS:
+                # The node refreshes these counters on its own timer: unchanged within one
+                # period says nothing new, not that traffic stopped.
+                rates = held[1]
+            else:
+                for name in ("publish", "deliver_get", "ack", "redeliver"):
+                    rates[name] = (sums.get(name, 0) - before.get(name, 0)) / dt
+                self._rates[key] = (now, rates)
         return Totals(
             publish=sums.get("publish", 0),
             deliver_get=sums["deliver_get"],
@@ -264,6 +276,7 @@ class ChannelTotals:
         """Drop what is remembered of queues not in `keep` (deleted ones)."""
         wanted = set(keep)
         self._last = {k: v for k, v in self._last.items() if k in wanted}
+        self._rates = {k: v for k, v in self._rates.items() if k in wanted}
         self._gave &= wanted
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,7 +40,7 @@ def adapters(rabbitmq: dict[str, str]) -> Iterator[Callable[..., RabbitMQ]]:
     made: list[RabbitMQ] = []
 
     def make(**options: str) -> RabbitMQ:
-        made.append(adapter_for(rabbitmq, **options))
+        made.append(adapter_for(rabbitmq, **{"metrics_source": "auto", **options}))
         return made[-1]
 
     yield make
@@ -199,6 +200,56 @@ def test_a_queue_created_after_the_slow_cycle_appears_with_its_type_and_argument
     assert late.extra["limits"]["max-length"] == {"value": 9, "source": "argument"}
 
 
+def test_a_queue_new_to_a_running_adapter_has_the_brokers_rates_at_first_sight(
+    adapters, rabbitmq, unique_name
+):
+    """Its counters have no earlier reading: the rates come from the look-up of its settings,
+    so that a storm on it opens as soon as on a queue the adapter knew (triage needs two
+    collections in a row)."""
+    fast = adapters()
+    fast.collect(topology=True)
+    name = f"{unique_name} storm"
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def reject_forever() -> None:
+        with pika.BlockingConnection(pika.URLParameters(rabbitmq["amqp_url"])) as conn:
+            ch = conn.channel()
+            ch.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+            for n in range(20):
+                ch.basic_publish("", name, f"m{n}".encode())
+            ch.basic_qos(prefetch_count=10)
+            ch.basic_consume(name, lambda c, m, p, b: c.basic_nack(m.delivery_tag, requeue=True))
+            ready.set()
+            while not stop.is_set():
+                conn.process_data_events(time_limit=0.2)
+            ch.queue_delete(name)
+
+    worker = threading.Thread(target=reject_forever, daemon=True)
+    worker.start()
+    try:
+        assert ready.wait(15)
+
+        def storming() -> bool:
+            q = management(rabbitmq, "GET", quote_path("api", "queues", "/", name)).json()
+            stats = q.get("message_stats") or {}
+            return (stats.get("redeliver_details") or {}).get("rate", 0) >= 2
+
+        until(storming, "the broker's own redeliver rate")
+        # The first collection that lists it is the one that must have its rates.
+        deadline = time.monotonic() + DEADLINE
+        dest = None
+        while dest is None and time.monotonic() < deadline:
+            dest = next((d for d in fast.collect().destinations if d.name == name), None)
+            if dest is None:
+                time.sleep(0.5)
+        assert dest is not None, "the queue never appeared on the Prometheus path"
+        assert (dest.extra.get("redeliver_rate") or 0) >= 1, dest.extra
+    finally:
+        stop.set()
+        worker.join(15)
+
+
 def test_a_deleted_queue_leaves_the_prometheus_listing(adapters, declare, unique_name):
     fast = adapters()
     topo = declare()
@@ -278,7 +329,7 @@ def test_a_bad_metrics_source_is_refused(rabbitmq):
 
 
 def test_credentials_in_prometheus_url_are_not_shown(rabbitmq):
-    a = adapter_for(rabbitmq, prometheus_url="http://ops:s3cret@127.0.0.1:1")
+    a = adapter_for(rabbitmq, metrics_source="auto", prometheus_url="http://ops:s3cret@127.0.0.1:1")
     try:
         said = a.collect().health.facts["counts_from"]
     finally:
@@ -290,16 +341,22 @@ def test_credentials_in_prometheus_url_are_not_shown(rabbitmq):
 @pytest.mark.parametrize(
     ("options", "shown"),
     [
-        ({}, "Prometheus plugin (detailed endpoint); queue type, arguments, policies"),
-        ({"metrics_source": "management"}, "management API (metrics_source = management)"),
-        ({"prometheus_url": "unreachable"}, "management API: cannot reach the Prometheus plugin"),
+        (
+            {"metrics_source": "auto"},
+            "Prometheus plugin (detailed endpoint); queue type, arguments, policies",
+        ),
+        ({}, "management API (metrics_source = management)"),
+        (
+            {"metrics_source": "auto", "prometheus_url": "unreachable"},
+            "management API: cannot reach the Prometheus plugin",
+        ),
     ],
 )
 def test_the_broker_page_says_where_the_counts_come_from(rabbit_broker, client_for, options, shown):
     from dashboard.collection import collector
 
     if options.get("prometheus_url") == "unreachable":
-        options = {"prometheus_url": f"http://127.0.0.1:{free_port()}"}
+        options = {**options, "prometheus_url": f"http://127.0.0.1:{free_port()}"}
     rabbit_broker.options = {**rabbit_broker.options, **options}
     rabbit_broker.save()
     try:
@@ -410,6 +467,26 @@ def test_channel_totals_never_rise_by_more_than_happened():
     assert steady is not None and not steady.after_gap
 
 
+def test_counters_unchanged_within_the_nodes_refresh_keep_their_rates():
+    """The node refreshes its counters every 5 s: a reading sooner that sees no change
+    keeps the last rates rather than showing traffic stopped; a longer one shows 0."""
+    totals = prometheus.ChannelTotals()
+    key = ("/", "busy")
+
+    def rates(at: float, delivered: int) -> dict[str, float]:
+        channels = {"a": {"deliver_get": delivered, "redeliver": delivered}}
+        sample = prometheus.QueueSample("/", "busy", ready=0, messages=0, channels=channels)
+        got = totals.read(key, sample, False, now=at)
+        assert got is not None
+        return got.rates
+
+    rates(0, 0)
+    assert rates(5, 50)["redeliver"] == 10.0
+    assert rates(6, 50)["redeliver"] == 10.0  # not refreshed yet
+    assert rates(11, 100)["redeliver"] == 10.0
+    assert rates(17, 100)["redeliver"] == 0.0  # a whole period without a change
+
+
 def test_a_queue_shown_only_through_channel_counters_is_left_out():
     """Deleted, or too new to have its own counts: read as empty, it would seem to fill."""
     text = "\n".join(
@@ -423,5 +500,5 @@ def test_a_queue_shown_only_through_channel_counters_is_left_out():
     settings = monitor.Settings()
     settings.fill([{"vhost": "/", "name": "dlq"}, {"vhost": "/", "name": "new"}], {})
     # Every queue is known to the settings: the management API is not asked.
-    found = monitor._resolve(None, settings, prometheus.parse(text))  # type: ignore[arg-type]
+    found = monitor._resolve(None, settings, prometheus.parse(text), None)  # type: ignore[arg-type]
     assert list(found) == [("/", "dlq")]
