@@ -219,7 +219,8 @@ def store(
 
     A row is written only when something it holds changes, and a Sample only when
     its figures do (dashboard/collection/series.py reads them back per collection);
-    the rows returned have `recent` up to this collection all the same.
+    the rows returned carry their window's entries (`recent`, statuswindow.expand)
+    as of this collection, written or not.
     """
     at = datetime.fromtimestamp(now, UTC)
     memo = _memos.get(broker.pk, {})
