@@ -59,7 +59,7 @@ import collect_rabbitmq as bench_rabbitmq
 import pika
 import requests
 import websockets
-from overview_load import PASSWORD, cleanup, percentile, sign_in, wait_until
+from overview_load import PASSWORD, cleanup, percentile, run_sluice, sign_in, wait_until
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 
@@ -603,17 +603,7 @@ def main() -> None:
             # One admin signs every client in; the cap per user would refuse most.
             "SLUICE_WS_MAX_PER_USER": str(args.clients + 10),
         }
-        started = devservices.start_sluice(port, env, state / "logs")
-        for process in started:
-            stack.callback(devservices.stop, process)
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{url}/healthz", timeout=2).ok
-            return False
-
-        wait_until("Sluice's /healthz", healthy, 60)
+        url, started = run_sluice(port, env, state / "logs", stack)
 
         def collected() -> bool:
             with contextlib.suppress(sqlite3.Error):

@@ -198,6 +198,25 @@ def broker_file(path: Path, brokers: dict[str, dict[str, str]]) -> None:
 # -- Sluice --------------------------------------------------------------------
 
 
+def run_sluice(
+    port: int, env: dict[str, str], logs: Path, stack: ExitStack
+) -> tuple[str, list[Any]]:
+    """Sluice as `make run` starts it (web tier, worker, beat), stopped when `stack`
+    closes; its URL once /healthz answers, and its processes."""
+    processes = devservices.start_sluice(port, env, logs)
+    for process in processes:
+        stack.callback(devservices.stop, process)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        with contextlib.suppress(requests.RequestException):
+            return requests.get(f"{url}/healthz", timeout=2).ok
+        return False
+
+    wait_until("Sluice's /healthz", healthy, 60)
+    return url, list(processes)
+
+
 def wait_until(what: str, ready: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -413,17 +432,7 @@ def main() -> None:
             "SLUICE_ADMIN_PASSWORD": PASSWORD,
         }
         env.pop("SLUICE_INTERVAL", None)  # the default interval
-        processes = devservices.start_sluice(port, env, state / "logs")
-        for process in processes:
-            stack.callback(devservices.stop, process)
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{url}/healthz", timeout=2).ok
-            return False
-
-        wait_until("Sluice's /healthz", healthy, 60)
+        url, _ = run_sluice(port, env, state / "logs", stack)
         expected = {
             ("rabbit", "queue"): size.queues,
             ("kafka", "group"): size.topics,
