@@ -134,6 +134,9 @@ class Destination:
     # a counter. Where the broker's own in-rate misses arrivals (RabbitMQ's dead-lettered
     # ones), the collector derives arrivals from it and the change of what is held.
     removed_total: int | None = None
+    # Messages/s that arrived by every way, where the adapter works it out itself (from
+    # readings the broker refreshes on its own timer); the collector then derives none.
+    arrival_rate: float | None = None
     # How far behind consumers are: messages for Kafka groups, None elsewhere.
     lag: int | None = None
     # RabbitMQ: the share of time the queue could deliver at once (0..1).

@@ -14,12 +14,10 @@ Options:
     username, password
                     override the credentials in either URL; default guest/guest
     timeout         seconds allowed for each HTTP request (connect and read)
-    metrics_source  "management" (the default): the management API only; "auto": the
-                    Prometheus plugin when it answers, else the management API, the
-                    plugin tried again after 1, 2, 4... up to 10 minutes;
-                    "prometheus": the plugin only (not answering is an error). Not
-                    yet the default: between two readings less than the node's
-                    refresh apart, its counters may not have moved (see README)
+    metrics_source  "auto" (the default): the Prometheus plugin when it answers, else
+                    the management API, the plugin tried again after 1, 2, 4... up
+                    to 10 minutes; "prometheus": the plugin only (not answering is
+                    an error); "management": the management API only
     prometheus_url  http(s)://host:15692; default: the management URL's scheme and
                     host with port 15692. No credentials are sent unless it has some
 
@@ -45,11 +43,12 @@ Cannot:
     - report rates when the broker runs with `rates_mode = none` or
       `disable_stats`: rates are then None;
     - with the plugin, give the broker's own per-queue rates (except at the first
-      reading, which takes them from one listing with statistics): the collector
-      derives them from per-channel counters, which the node drops some time after
-      the channel closed, so across a reading where that happened there is none
-      (see `prometheus.ChannelTotals`); consumer details and queue settings are as
-      of the last slow cycle;
+      reading, which takes them from one listing with statistics): they are taken
+      from per-channel counters, averaged over the last minute of readings because the
+      node refreshes them on timers it does not show, and the node drops a channel's
+      some time after it closed, so across a reading where that happened there is
+      none (see `prometheus.ChannelTotals`); consumer details and queue settings are
+      as of the last slow cycle;
     - count dead letters per queue (RabbitMQ keeps only node-wide counters);
     - list atomically: a queue created or deleted while the pages are read can
       shift another queue across a page boundary and out of one snapshot.
@@ -93,7 +92,7 @@ class RabbitMQ:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 3.0,
-        metrics_source: str = "management",
+        metrics_source: str = "auto",
         prometheus_url: str | None = None,
     ) -> None:
         if metrics_source not in METRICS_SOURCES:
@@ -239,9 +238,11 @@ class RabbitMQ:
     def _prometheus_source(self) -> str:
         every = self._settings.every
         when = f"every {every:.0f} s" if every else "on each topology read"
+        window = f"{prometheus.WINDOW_SECONDS:.0f} s"
         return (
-            "Prometheus plugin (detailed endpoint); queue type, arguments, policies "
-            f"and consumer details from the management API {when}"
+            f"Prometheus plugin (detailed endpoint), rates averaged over the last "
+            f"{window} of its counters; queue type, arguments, policies and consumer details "
+            f"from the management API {when}"
         )
 
     def _management_source(self) -> str:

@@ -212,11 +212,13 @@ def collect_prometheus(
                 out_total=got.deliver_get,
                 # As on the management path: a stream keeps what it delivers.
                 removed_total=None if dest.type == "stream" else got.removed,
-                # In and out rates the collector derives from the totals, on its own
-                # clock, once it has two; until then (after a gap), the counters' own.
-                in_rate=rates.get("publish") if got.after_gap else None,
-                out_rate=rates.get("deliver_get") if got.after_gap else None,
-                # These two, over the time since the last exact reading.
+                # Rates over the counters' window (see `prometheus.ChannelTotals`), not
+                # derived by the collector from the totals on its own clock: the node
+                # refreshes them on timers of its own, which that would alias.
+                in_rate=rates.get("publish"),
+                out_rate=rates.get("deliver_get"),
+                arrival_rate=None if dest.type == "stream" else rates.get("arrivals"),
+                # These two over the same window.
                 extra={
                     **dest.extra,
                     "ack_rate": rates.get("ack"),

@@ -35,6 +35,10 @@ PORT = 15692
 # RabbitMQ's collect_statistics_interval (5 s by default, as on this project's nodes):
 # how often the node refreshes the counters the plugin shows.
 REFRESH_SECONDS = 5.5
+# Seconds of counter readings a rate is taken over, at least, once that much is known.
+# A minute, as the range of `rate()` that dashboards of this plugin's metrics use.
+WINDOW_SECONDS = 60.0
+RATES = ("publish", "deliver_get", "ack", "redeliver")  # the counters' rates given
 FAST_FAMILIES = (
     "queue_coarse_metrics",  # ready, unacked, total per queue
     "queue_consumer_count",  # consumers per queue
@@ -209,35 +213,44 @@ class Totals:
     publish: int
     deliver_get: int
     removed: int
-    # Messages/s since the reading before, where that one was exact too: publish,
-    # deliver_get, ack, redeliver. Empty on the first exact reading.
+    # Messages/s over the window (`ChannelTotals`): publish, deliver_get, ack, redeliver,
+    # and arrivals (what is held now minus then, plus what was removed). Empty until
+    # the counters have moved once since the first exact reading.
     rates: dict[str, float] = field(default_factory=dict, compare=False)
-    # The reading before gave no totals (first of this source, or a channel went), so
-    # the collector has none to derive in and out rates from: `rates` stand in.
-    after_gap: bool = field(default=False, compare=False)
 
 
 class ChannelTotals:
-    """Per-queue totals whose change between two readings is exact, or None.
+    """Per-queue totals whose change between two readings is exact, or None; and rates.
 
     The plugin keeps these counters per (channel, queue) only, and drops a closed
     channel's at the node's next metrics sweep (seen on 3.10.8: they linger until
     then), its per-queue and per-exchange rows not necessarily in the same answer.
     So the sum over channels falls, or rises by less than happened, when rows go.
     The sum is given only while every counter of every channel seen last time is
-    still there and none went down; otherwise it is None for that reading, so that
-    the collector derives no rate across the gap, and totals never rise by more
-    than happened. What the sum counts is "since the live channels opened", not
-    "since the queue began" as the management API's totals do: only differences
-    between readings mean the same.
+    still there and none went down; otherwise it is None for that reading, and the
+    window of rates starts again, so that totals never rise by more than happened.
+    What the sum counts is "since the live channels opened", not "since the queue
+    began" as the management API's totals do: only differences between readings
+    mean the same.
+
+    Rates. Each channel and queue process publishes its counters on its own timer
+    (`collect_statistics_interval`, 5 s), and the answer says not when: the change
+    between two readings 5 s apart holds none, one or two of a channel's refreshes,
+    so a rate over one interval reads 0 or twice the truth. Rates are therefore
+    taken between the readings where the counters were first seen to change, over
+    at least `WINDOW_SECONDS` once that much is known: as with Prometheus' `rate()`
+    over a range, a refresh seen late moves the result by at most about one
+    collection interval in the window (≤ 1/12 at 5 s in 60 s). Counters unchanged for
+    longer than a refresh (`REFRESH_SECONDS`) mean the traffic stopped: the rates are
+    then 0 at once, as the management API's would be, and the window starts again.
     """
 
     def __init__(self) -> None:
         # Per queue: when it was last read, and its channels' counters then.
         self._last: dict[tuple[str, str], tuple[float, dict[str, dict[str, int]]]] = {}
-        self._gave: set[tuple[str, str]] = set()  # queues whose last reading gave totals
-        # Per queue: the rates last worked out, and when its counters last moved.
-        self._rates: dict[tuple[str, str], tuple[float, dict[str, float]]] = {}
+        # Per queue: the readings where its sums changed (when, sums), oldest first.
+        self._changes: dict[tuple[str, str], list[tuple[float, dict[str, int]]]] = {}
+        self._still: set[tuple[str, str]] = set()  # queues whose window began at a standstill
 
     def read(
         self, key: tuple[str, str], sample: QueueSample, first: bool, now: float | None = None
@@ -246,38 +259,52 @@ class ChannelTotals:
         last = self._last.get(key)
         # Kept even when not given: the next reading's change from it is exact.
         self._last[key] = (now, sample.channels)
-        gave_before = key in self._gave
-        if first or (last is not None and _broken(last[1], sample.channels)):
-            self._gave.discard(key)
-            return None
-        self._gave.add(key)
         sums = _sums(sample.channels)
+        if sample.messages is not None:
+            sums["held"] = sample.messages
+        if first or (last is not None and _broken(last[1], sample.channels)):
+            self._changes[key] = [(now, sums)]  # the window starts again
+            self._still.discard(key)
+            return None
+        changes = self._changes.setdefault(key, [(now, sums)])
+        if changes[-1][1] != sums:
+            changes.append((now, sums))
+        elif now - changes[-1][0] > REFRESH_SECONDS:
+            # Stood still for longer than the node takes to refresh them: the traffic
+            # stopped. The window starts again from here, so that traffic starting again
+            # is not averaged with the standstill.
+            changes[:] = [(now, sums)]
+            self._still.add(key)
+        while len(changes) > 2 and changes[-1][0] - changes[1][0] >= WINDOW_SECONDS:
+            del changes[0]
         rates: dict[str, float] = {}
-        if last is not None and now > last[0]:
-            dt, before = now - last[0], _sums(last[1])
-            held = self._rates.get(key)
-            if sums == before and held is not None and now - held[0] < REFRESH_SECONDS:
-                # The node refreshes these counters on its own timer: unchanged within one
-                # period says nothing new, not that traffic stopped.
-                rates = held[1]
-            else:
-                for name in ("publish", "deliver_get", "ack", "redeliver"):
-                    rates[name] = (sums.get(name, 0) - before.get(name, 0)) / dt
-                self._rates[key] = (now, rates)
+        if len(changes) == 1:
+            if key in self._still:
+                rates = dict.fromkeys((*RATES, "arrivals"), 0.0)
+        else:
+            (began, a), (ended, b) = changes[0], changes[-1]
+            for name in RATES:
+                rates[name] = max(0.0, (b.get(name, 0) - a.get(name, 0)) / (ended - began))
+            if "held" in a and "held" in b:
+                arrived = b["held"] - a["held"] + _removed(b) - _removed(a)
+                rates["arrivals"] = max(0.0, arrived / (ended - began))
         return Totals(
             publish=sums.get("publish", 0),
             deliver_get=sums["deliver_get"],
-            removed=sum(sums.get(k, 0) for k in ("ack", "deliver_no_ack", "get_no_ack")),
+            removed=_removed(sums),
             rates=rates,
-            after_gap=not gave_before,
         )
 
     def forget(self, keep: Iterable[tuple[str, str]]) -> None:
         """Drop what is remembered of queues not in `keep` (deleted ones)."""
         wanted = set(keep)
         self._last = {k: v for k, v in self._last.items() if k in wanted}
-        self._rates = {k: v for k, v in self._rates.items() if k in wanted}
-        self._gave &= wanted
+        self._changes = {k: v for k, v in self._changes.items() if k in wanted}
+        self._still &= wanted
+
+
+def _removed(sums: dict[str, int]) -> int:
+    return sum(sums.get(k, 0) for k in ("ack", "deliver_no_ack", "get_no_ack"))
 
 
 def _broken(before: dict[str, dict[str, int]], now: dict[str, dict[str, int]]) -> bool:

@@ -348,7 +348,9 @@ def _rows(
         prev = existing.pop(dest.key, None)
         dt = now - _last_seen(broker, prev) if prev else 0.0
         in_rate = _rate(dest.in_rate, dest.in_total, prev[_IN] if prev else None, dt)
-        if prev is not None and dt > 0:
+        if dest.arrival_rate is not None:
+            in_rate = prefer(in_rate, dest.arrival_rate)
+        elif prev is not None and dt > 0:
             backlog, in_flight = prev[_FIGURES_AT][:2]
             in_rate = prefer(in_rate, _arrivals(dest, backlog, in_flight, prev[_REMOVED], dt))
         out_rate = _rate(dest.out_rate, dest.out_total, prev[_OUT] if prev else None, dt)

@@ -292,6 +292,56 @@ def test_counters_move_with_traffic_and_give_none_when_a_channel_that_counted_cl
     assert after.in_total == 0 and after.out_total == 0
 
 
+def test_rates_from_the_plugins_counters_match_a_known_rate(
+    adapters, rabbitmq, declare, unique_name
+):
+    """20 msg/s published and consumed, read every 5 s as the collector does: once the
+    window is full, the in, out, ack and arrival rates read 20 within an eighth (the
+    window's bound is a twelfth, and the readings here take time of their own)."""
+    fast = adapters()
+    name = declare().queue(unique_name)
+    per_second, stop = 20, threading.Event()
+
+    def produce() -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(rabbitmq["amqp_url"]))
+        ch, start, sent = conn.channel(), time.monotonic(), 0
+        ch.confirm_delivery()
+        while not stop.is_set():
+            while sent < int((time.monotonic() - start) * per_second):
+                ch.basic_publish("", name, b"x")
+                sent += 1
+            time.sleep(0.01)
+        conn.close()
+
+    def consume() -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(rabbitmq["amqp_url"]))
+        ch = conn.channel()
+        ch.basic_consume(name, lambda c, method, p, b: c.basic_ack(method.delivery_tag))
+        while not stop.is_set():
+            conn.process_data_events(time_limit=0.2)
+        conn.close()
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (produce, consume)]
+    for thread in threads:
+        thread.start()
+    seen: list[tuple[Any, ...]] = []
+    try:
+        began = time.monotonic()
+        while time.monotonic() - began < prometheus.WINDOW_SECONDS + 20:
+            dest = next(d for d in fast.collect().destinations if d.name == name)
+            if time.monotonic() - began > prometheus.WINDOW_SECONDS + 5:
+                rates = (dest.in_rate, dest.out_rate, dest.extra["ack_rate"], dest.arrival_rate)
+                seen.append(rates)
+            time.sleep(5.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert len(seen) >= 3
+    for rates in seen:
+        assert all(r is not None and abs(r - per_second) <= per_second / 8 for r in rates), seen
+
+
 # -- the source shown, and falling back ----------------------------------------------
 
 
@@ -342,10 +392,11 @@ def test_credentials_in_prometheus_url_are_not_shown(rabbitmq):
     ("options", "shown"),
     [
         (
-            {"metrics_source": "auto"},
-            "Prometheus plugin (detailed endpoint); queue type, arguments, policies",
+            {},
+            "Prometheus plugin (detailed endpoint), rates averaged over the last 60 s of its"
+            " counters; queue type, arguments, policies",
         ),
-        ({}, "management API (metrics_source = management)"),
+        ({"metrics_source": "management"}, "management API (metrics_source = management)"),
         (
             {"metrics_source": "auto", "prometheus_url": "unreachable"},
             "management API: cannot reach the Prometheus plugin",
@@ -459,22 +510,25 @@ def test_channel_totals_never_rise_by_more_than_happened():
     assert reading(15, a={"ack": 1}, b={"ack": 2}) is None
     got = reading(20, a={"ack": 2}, b={"ack": 3}, c={"publish": 1})
     assert got == prometheus.Totals(1, 0, 5)
-    # Rates over the last interval; the new channel's counts are all new.
-    assert got.rates == {"publish": 0.2, "deliver_get": 0.0, "ack": 0.4, "redeliver": 0.0}
-    # The reading before gave none, so the collector has nothing to derive from: these stand in.
-    assert got.after_gap
-    steady = reading(25, a={"ack": 2}, b={"ack": 3}, c={"publish": 1})
-    assert steady is not None and not steady.after_gap
+    # Rates since the window started again at the gap (15 s); the new channel's counts are new.
+    assert got.rates == {
+        "publish": 0.2,
+        "deliver_get": 0.0,
+        "ack": 0.4,
+        "redeliver": 0.0,
+        "arrivals": 0.4,
+    }
 
 
 def test_counters_unchanged_within_the_nodes_refresh_keep_their_rates():
     """The node refreshes its counters every 5 s: a reading sooner that sees no change
-    keeps the last rates rather than showing traffic stopped; a longer one shows 0."""
+    keeps the last rates rather than showing traffic stopped; a longer one shows 0, and
+    traffic starting again is not averaged with the standstill."""
     totals = prometheus.ChannelTotals()
     key = ("/", "busy")
 
     def rates(at: float, delivered: int) -> dict[str, float]:
-        channels = {"a": {"deliver_get": delivered, "redeliver": delivered}}
+        channels = {"a": {"deliver": delivered, "redeliver": delivered}}
         sample = prometheus.QueueSample("/", "busy", ready=0, messages=0, channels=channels)
         got = totals.read(key, sample, False, now=at)
         assert got is not None
@@ -483,8 +537,33 @@ def test_counters_unchanged_within_the_nodes_refresh_keep_their_rates():
     rates(0, 0)
     assert rates(5, 50)["redeliver"] == 10.0
     assert rates(6, 50)["redeliver"] == 10.0  # not refreshed yet
-    assert rates(11, 100)["redeliver"] == 10.0
-    assert rates(17, 100)["redeliver"] == 0.0  # a whole period without a change
+    assert rates(11, 100)["redeliver"] == 100 / 11
+    assert rates(17, 100)["redeliver"] == 0.0  # stood still for longer than a refresh
+    assert rates(20, 100)["redeliver"] == 0.0
+    assert rates(25, 130)["redeliver"] == 30 / 8  # since the standstill was seen
+
+
+def test_rates_are_averaged_over_the_window_not_the_last_interval():
+    """10 msg/s, refreshed every 5 s by the node, read every 5 s a little out of step:
+    one interval can hold two refreshes (20 msg/s) or none (0), the window does not."""
+    totals = prometheus.ChannelTotals()
+    key = ("/", "steady")
+    shown = []
+    refreshed = 0
+    for step in range(60):
+        at = 5.0 * step
+        # The channel's refreshes land at 4.9 s, 9.9 s...; the reading at 5.0 s sees the
+        # one at 4.9 s, but the one the node made late (at 15.1 s) is seen at 20 s.
+        while (refreshed + 1) * 5.0 - 0.1 + (0.2 if refreshed + 1 == 3 else 0.0) <= at:
+            refreshed += 1
+        counted = 50 * refreshed
+        channels = {"a": {"deliver": counted, "ack": counted}}
+        sample = prometheus.QueueSample("/", "steady", ready=3, messages=3, channels=channels)
+        got = totals.read(key, sample, step == 0, now=at)
+        if got is not None and got.rates and at >= prometheus.WINDOW_SECONDS:
+            shown.append(got.rates["deliver_get"])
+    bound = 10.0 * 5.0 / prometheus.WINDOW_SECONDS  # one refresh's count in the window
+    assert shown and all(abs(rate - 10.0) <= bound for rate in shown), shown
 
 
 def test_a_queue_shown_only_through_channel_counters_is_left_out():

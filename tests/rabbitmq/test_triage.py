@@ -42,6 +42,11 @@ def publish(amqp: Any, queue: str, count: int, body: bytes = b"x" * 100) -> None
 def test_a_queue_that_loses_its_consumer_opens_an_incident_and_recovery_resolves_it(
     rabbit_broker, amqp, unique_name, rabbitmq
 ):
+    # The collections below are on a clock 15 s a step, and the rate in the summary is
+    # what the collector derives on it, from the management API's totals: the plugin's
+    # path takes its rates over its own readings' real times.
+    rabbit_broker.options = {**rabbit_broker.options, "metrics_source": "management"}
+    rabbit_broker.save()
     queue = unique_name
     amqp.queue_declare(queue, arguments={"x-max-length": 1000})
     reader = pika.BlockingConnection(pika.URLParameters(rabbitmq["amqp_url"]))
@@ -101,7 +106,13 @@ def test_a_queue_that_loses_its_consumer_opens_an_incident_and_recovery_resolves
 def test_a_dead_letter_queue_filling_at_a_known_rate_shows_that_in_rate(
     rabbit_broker, amqp, unique_name, rabbitmq
 ):
-    """RabbitMQ counts no publishes for dead-lettered arrivals; Sluice derives them."""
+    """RabbitMQ counts no publishes for dead-lettered arrivals; Sluice derives them.
+
+    On the management path, from the broker's counts refreshed with their own times;
+    the Prometheus path's arrivals, averaged over a minute, are checked against a known
+    rate in tests/rabbitmq/test_prometheus_source.py."""
+    rabbit_broker.options = {**rabbit_broker.options, "metrics_source": "management"}
+    rabbit_broker.save()
     dlx, dlq, source = f"{unique_name}.dlx", f"{unique_name}.dlq", unique_name
     amqp.exchange_declare(dlx, "fanout", auto_delete=True)
     amqp.queue_declare(dlq)
