@@ -47,6 +47,16 @@ def nats_broker(db: Any, nats: dict[str, str]) -> Any:
     )
 
 
+@pytest.fixture
+def capture(nats_broker: Any, js: Any) -> str:
+    """The capture stream's name, once Sluice made sure it is there; nothing stays connected."""
+    from dashboard.kinds.nats import deadletters as dl
+
+    status = dl.check_capture(nats_broker)
+    assert status.capturing, status
+    return status.stream
+
+
 # -- JetStream on a private event loop -----------------------------------------
 
 

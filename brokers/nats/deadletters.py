@@ -14,10 +14,18 @@ the stream's limits remove it; it is read by sequence (direct get, else
 STREAM.MSG.GET), never through a consumer, which would move a consumer's
 state or be refused on a work-queue stream.
 
+Their subjects name the kind, the stream and the consumer, so counts per stream,
+consumer and kind are the server's own (`advisory_counts`, one request, no message
+read), and a filter on them is a subject filter the server applies
+(`advisory_filter` with `DeadLetterClient.read(subject=...)`): a look at one
+stream's dead letters reads those advisories and no other.
+
 Cannot:
     - see advisories of other accounts: the server publishes them in the
       account of the stream, and the capture stream lives in ours;
-    - show a message its stream no longer holds (advisories carry no payload).
+    - show a message its stream no longer holds (advisories carry no payload);
+    - count by an AckTerm reason without reading the advisories: the reason is in
+      the body, not the subject.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 from brokers.base import BrokerError
 from brokers.nats.client import JetStreamOff, Missing, StoredMsg
 from brokers.nats.pipeline import DeadLetterClient, StreamInfo, unix
+from brokers.nats.wire import STREAM_NAME
 
 CAPTURE_SUBJECTS = (
     "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
@@ -39,6 +48,7 @@ TERMINATED = "io.nats.jetstream.advisory.v1.terminated"
 # The advisories' subjects: <prefix><MAX_DELIVERIES|MSG_TERMINATED>.<stream>.<consumer>.
 ADVISORY_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER."
 SUBJECT_KINDS = {"MAX_DELIVERIES": "max_deliveries", "MSG_TERMINATED": "terminated"}
+KIND_TOKENS = {kind: token for token, kind in SUBJECT_KINDS.items()}
 # Pages of per-subject counts read at most (the server sends up to 100,000 subjects a page).
 COUNT_PAGES = 10
 
@@ -181,16 +191,84 @@ def ensure_capture(
 
 
 def newest_advisories(
-    client: DeadLetterClient, capture: str, limit: int
+    client: DeadLetterClient, capture: str, limit: int, subject: str | None = None
 ) -> tuple[list[Advisory], StreamInfo]:
-    """The newest `limit` dead-letter advisories of the capture stream, oldest first."""
+    """The newest `limit` dead-letter advisories of the capture stream, oldest first.
+
+    With `subject` (`advisory_filter`), the newest on it: the server picks them, in
+    spans of sequences that grow fourfold back from the end, so that a few recent
+    ones are found without a read of the rest, and an old one in at most a handful
+    of requests more.
+    """
     info = client.info(capture, fresh=True)
     if info.messages == 0:
         return [], info
-    start = max(info.first_seq, info.last_seq - limit + 1)
-    stored, _ = client.read(capture, start, limit, end=info.last_seq + 1)
+    if subject is None:
+        start = max(info.first_seq, info.last_seq - limit + 1)
+        stored, _ = client.read(capture, start, limit, end=info.last_seq + 1)
+    else:
+        stored = []
+        end, span = info.last_seq + 1, max(limit, 1000)
+        while end > info.first_seq and len(stored) < limit:
+            start, part = max(info.first_seq, end - span), []
+            seq = start
+            while seq < end:
+                got, seq = client.read(capture, seq, limit, end=end, subject=subject)
+                part += got
+            stored = part[-(limit - len(stored)) :] + stored
+            end, span = start, span * 4
     advisories = [a for a in (parse_advisory(m) for m in stored) if a is not None]
     return advisories, info
+
+
+# -- filters the server applies -------------------------------------------------------
+
+
+class NoSuchName(ValueError):
+    """A filter value no stream or consumer can be named: no advisory has it."""
+
+
+def advisory_filter(stream: str = "", consumer: str = "", kind: str = "") -> str | None:
+    """The advisory subject that takes only these (a wildcard for each not given).
+
+    None when nothing is asked (every advisory). `kind` is "max_deliveries" or
+    "terminated". NoSuchName for a name that could not be a subject token.
+    """
+    if not (stream or consumer or kind):
+        return None
+    for name in (stream, consumer):
+        if name and not STREAM_NAME.fullmatch(name):
+            raise NoSuchName(f"{name!r} cannot be the name of a stream or a consumer")
+    if kind and kind not in KIND_TOKENS:
+        raise NoSuchName(f"{kind!r} is not a kind of dead-letter advisory")
+    return f"{ADVISORY_PREFIX}{KIND_TOKENS.get(kind, '*')}.{stream or '*'}.{consumer or '*'}"
+
+
+def reason_kind(reason: str) -> str:
+    """The advisory kind a reason as shown (`Advisory.why`) belongs to; "" for none."""
+    if reason == "max deliveries":
+        return "max_deliveries"
+    if reason == "terminated" or reason.startswith("terminated: "):
+        return "terminated"
+    return ""
+
+
+def counted(
+    counts: dict[str, int], stream: str = "", consumer: str = "", kind: str = ""
+) -> dict[tuple[str, str, str], int]:
+    """The server's per-subject counts as (kind, stream, consumer) -> advisories, those
+    asked only (all for what is not given)."""
+    out: dict[tuple[str, str, str], int] = {}
+    for subject, n in counts.items():
+        parsed = advisory_subject(subject)
+        if parsed is None:
+            continue
+        if (kind and parsed[0] != kind) or (stream and parsed[1] != stream):
+            continue
+        if consumer and parsed[2] != consumer:
+            continue
+        out[parsed] = out.get(parsed, 0) + n
+    return out
 
 
 # -- advisories counted per consumer ------------------------------------------------
@@ -230,3 +308,31 @@ def advisory_counts(client: DeadLetterClient, capture: str) -> dict[str, int]:
         if not page or len(counts) >= int(answer.get("total") or 0):
             break
     return counts
+
+
+def count_below(client: DeadLetterClient, capture: str, subject: str | None, end: int) -> int:
+    """How many advisories on `subject` (None: every dead-letter advisory) the capture
+    stream holds below sequence `end`, exactly.
+
+    The server's count per subject, less those at `end` or later, which are read (only
+    they, picked by the server): those that came after a job fixed its range.
+    """
+    on = subject or f"{ADVISORY_PREFIX}>"
+    answer = client.api(f"STREAM.INFO.{capture}", {"subjects_filter": on}, capture)
+    total, pages = 0, 0
+    while True:
+        page = (answer.get("state") or {}).get("subjects") or {}
+        total += sum(int(v) for k, v in page.items() if advisory_subject(str(k)))
+        pages += 1
+        seen = int(answer.get("offset") or 0) + len(page)
+        if not page or seen >= int(answer.get("total") or 0) or pages >= COUNT_PAGES:
+            break
+        answer = client.api(
+            f"STREAM.INFO.{capture}", {"subjects_filter": on, "offset": seen}, capture
+        )
+    info = client.info(capture, fresh=True)
+    seq, after = max(end, info.first_seq), 0
+    while seq <= info.last_seq:
+        got, seq = client.read(capture, seq, 10_000, end=info.last_seq + 1, subject=on)
+        after += sum(1 for m in got if advisory_subject(m.subject))
+    return total - after

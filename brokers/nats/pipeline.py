@@ -122,16 +122,25 @@ class DeadLetterClient(NatsClient):
         return self.info(stream).allow_direct and self.server_version >= BATCH_GET_SINCE
 
     def read(
-        self, stream: str, seq: int, limit: int, end: int | None = None
+        self,
+        stream: str,
+        seq: int,
+        limit: int,
+        end: int | None = None,
+        subject: str | None = None,
     ) -> tuple[list[StoredMsg], int]:
         """Up to `limit` messages of `stream` from `seq` on, below `end` if given; gaps skipped.
 
         Also returns the sequence to read next: everything below it was looked at.
+        With `subject` (wildcards allowed), only the messages on it: the server picks
+        them (`next_by_subj`) and sends no other.
         """
         stop = end if end is not None else self.info(stream).last_seq + 1
         limit = min(limit, max(0, stop - seq))
         if limit <= 0:
             return [], max(seq, stop)
+        if subject is not None:
+            return self._read_subject(stream, seq, limit, stop, subject)
         if self._batches(stream):
             got = self._run(self._batch(stream, seq, limit), wait=self.timeout * 3)
             got = [m for m in got if m.seq < stop]
@@ -139,6 +148,33 @@ class DeadLetterClient(NatsClient):
             return got, (got[-1].seq + 1 if len(got) == limit else stop)
         found = self.get_each(stream, range(seq, seq + limit))
         return [m for m in found.values() if m is not None], seq + limit
+
+    def _read_subject(
+        self, stream: str, seq: int, limit: int, stop: int, subject: str
+    ) -> tuple[list[StoredMsg], int]:
+        if self._batches(stream):
+            got = self._run(self._batch(stream, seq, limit, subject), wait=self.timeout * 3)
+        else:
+            got = self._run(
+                self._next_each(stream, seq, limit, stop, subject), wait=self.timeout * 3
+            )
+        kept = [m for m in got if m.seq < stop]
+        # Fewer than asked: nothing more on the subject before `stop`.
+        return kept, (kept[-1].seq + 1 if len(kept) == limit else stop)
+
+    async def _next_each(
+        self, stream: str, seq: int, limit: int, stop: int, subject: str
+    ) -> list[StoredMsg]:
+        """One get after another of the next message on `subject`: servers before 2.11."""
+        got: list[StoredMsg] = []
+        direct = self.info(stream).allow_direct
+        while len(got) < limit and seq < stop:
+            one = await self._get(stream, {"seq": seq, "next_by_subj": subject}, direct, None)
+            if one is None:
+                break
+            got.append(one)
+            seq = one.seq + 1
+        return got
 
     def get_each(self, stream: str, seqs: Iterable[int]) -> dict[int, StoredMsg | None]:
         """The messages at these sequences; None for those the stream no longer holds."""
@@ -170,8 +206,11 @@ class DeadLetterClient(NatsClient):
             out.update(zip(part, each, strict=True))
         return out
 
-    async def _batch(self, stream: str, seq: int, batch: int) -> list[StoredMsg]:
-        """One batched direct get: up to `batch` messages from `seq`, until the server's EOB."""
+    async def _batch(
+        self, stream: str, seq: int, batch: int, subject: str | None = None
+    ) -> list[StoredMsg]:
+        """One batched direct get: up to `batch` messages from `seq` (on `subject` if
+        given), until the server's EOB."""
         inbox = self._nc.new_inbox()
         got: list[StoredMsg] = []
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -185,7 +224,10 @@ class DeadLetterClient(NatsClient):
 
         sub = await self._nc.subscribe(inbox, cb=collect)
         try:
-            request = json.dumps({"seq": seq, "batch": batch}).encode()
+            asked: dict[str, Any] = {"seq": seq, "batch": batch}
+            if subject is not None:
+                asked["next_by_subj"] = subject
+            request = json.dumps(asked).encode()
             await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
             await asyncio.wait_for(done, self.timeout * 2)
         finally:

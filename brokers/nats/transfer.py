@@ -180,14 +180,17 @@ def read_dead_letters(
     limit: int,
     end: int,
     wanted: Callable[[Advisory], bool] | None = None,
+    subject: str | None = None,
 ) -> tuple[list[Message], int, int]:
     """Up to `limit` dead letters from `seq` on: (messages, next sequence, gaps met).
 
-    Gaps are sequences with nothing to replay: removed from the source, or
-    not a dead-letter advisory. Messages of advisories `wanted` turns down
+    Gaps are sequences with nothing to replay: removed from the source, not a
+    dead-letter advisory, or (with `subject`, an advisory subject the server filters
+    on) another stream's or consumer's. Messages of advisories `wanted` turns down
     are not read (the job will not select them).
     """
-    stored, next_seq = client.read(source, seq, limit, end=end)
+    on = subject if kind == "advisories" else None
+    stored, next_seq = client.read(source, seq, limit, end=end, subject=on)
     if kind == "stream":
         return [as_message(m, m.seq) for m in stored], next_seq, next_seq - seq - len(stored)
     advisories = [a for a in (parse_advisory(m) for m in stored) if a is not None]
@@ -228,6 +231,7 @@ class SequenceTransfer:
         pending_deletes: list[list[Any]] | None = None,
         publish_timeout: float = 10.0,
         wanted: Callable[[Advisory], bool] | None = None,
+        subject: str | None = None,
     ) -> None:
         if kind not in ("advisories", "stream"):
             raise ValueError(f"unknown source kind {kind!r}")
@@ -243,6 +247,7 @@ class SequenceTransfer:
         self.delete_after = delete_after
         self.publish_timeout = publish_timeout
         self.wanted = wanted
+        self.subject = subject
         if pending_deletes:
             # A run died between saving the cursor and deleting: finish that first.
             self._delete(pending_deletes)
@@ -254,7 +259,14 @@ class SequenceTransfer:
         out: list[Message] = []
         while not out and self._read < self.end:
             got, self._read, gaps = read_dead_letters(
-                self.client, self.kind, self.source, self._read, limit, self.end, self.wanted
+                self.client,
+                self.kind,
+                self.source,
+                self._read,
+                limit,
+                self.end,
+                self.wanted,
+                self.subject,
             )
             if gaps and self._skipped:
                 self._skipped(gaps)

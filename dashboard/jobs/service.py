@@ -106,9 +106,10 @@ def start(user: Any, job: Job, confirm: Any = None) -> Job:
         jobguard.check_confirmation(job, confirm)
         fresh = _look(job.broker, fields, destructive=True)
         change = jobguard.compare(job, fresh)
-        # Only an exact count can go stale: beyond the peek limit both counts are
-        # estimates from the last collection's queue length, which moves on its own.
-        exact = job.preview.get("complete") and fresh.get("complete")
+        # Only an exact count can go stale: beyond the peek limit, unless the server
+        # counted them, both counts are estimates from the last collection's queue
+        # length, which moves on its own.
+        exact = all(p.get("complete") or p.get("counted") is not None for p in (job.preview, fresh))
         if exact and fresh["estimate"] > job.preview["estimate"]:
             # It would take more than was confirmed: show the new count, ask again.
             Job.objects.filter(pk=job.pk, state=Job.PREVIEW).update(preview=fresh)

@@ -125,14 +125,6 @@ async def fail(ctx: Any, stream: str, durable: str, count: int, terms: dict[int,
         await ctx._nc.flush()
 
 
-@pytest.fixture
-def capture(nats_broker, js) -> str:
-    """The capture stream's name, once Sluice made sure it is there; nothing stays connected."""
-    status = dl.check_capture(nats_broker)
-    assert status.capturing, status
-    return status.stream
-
-
 def advisories_of(client, broker: Broker, stream: str, expect: int) -> dict[str, Any]:
     """The API's answer once it lists `expect` dead letters of `stream`."""
 

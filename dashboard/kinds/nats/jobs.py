@@ -21,7 +21,14 @@ from django.db.models import F
 
 from brokers.base import BrokerError, Message
 from brokers.nats.client import BadSubject, Missing, check_subject
-from brokers.nats.deadletters import Advisory
+from brokers.nats.deadletters import (
+    ADVISORY_PREFIX,
+    Advisory,
+    NoSuchName,
+    advisory_filter,
+    count_below,
+    reason_kind,
+)
 from brokers.nats.pipeline import DeadLetterClient
 from brokers.nats.transfer import SequenceTransfer, origin_subject, read_dead_letters
 from brokers.nats.wire import STREAM_NAME, header_problem
@@ -32,6 +39,8 @@ from dashboard.kinds.nats.deadletters import client_for, death_info
 from dashboard.models import Broker, Job
 
 ACTIONS = ("replay", "move")
+# A subject no advisory is published on: a selection no advisory can match.
+NOTHING = f"{ADVISORY_PREFIX}NONE.none.none"
 KINDS = {"advisories": "advisories", "stream": "stream"}
 # The page and API speak of streams, consumers and subjects; the job engine's
 # filter (dashboard.jobs.deadletters.matches) of queues, exchanges and routing keys.
@@ -174,6 +183,7 @@ def transfer_for(job: Job) -> SequenceTransfer:
             pending_deletes=cursor.get("delete") or [],
             publish_timeout=max(10.0, settings.SLUICE_BROKER_TIMEOUT * 3),
             wanted=advisory_prefilter(job.selection),
+            subject=advisory_subject_for(job.selection),
         )
     except BaseException:
         client.close()
@@ -182,6 +192,30 @@ def transfer_for(job: Job) -> SequenceTransfer:
     Job.objects.filter(pk=job.pk).update(total=total)
     job.total = total
     return transfer
+
+
+def advisory_subject_for(selection: dict[str, Any]) -> str | None:
+    """The advisory subject the server can filter the selection's advisories on; None: all.
+
+    From the filter's stream, consumer and reason (its kind), or the one stream all
+    chosen ids are in. A name no stream or consumer can have takes no advisory at all.
+    """
+    if "ids" in selection:
+        streams = {str(i).rpartition(":")[0] for i in selection["ids"]}
+        wanted = {"stream": streams.pop()} if len(streams) == 1 else {}
+    else:
+        rule = selection.get("filter") or {}
+        wanted = {
+            "stream": str(rule.get("queue") or ""),
+            "consumer": str(rule.get("exchange") or ""),
+            "kind": reason_kind(str(rule.get("reason") or "")),
+        }
+        if rule.get("reason") not in (None, "") and not wanted["kind"]:
+            return NOTHING
+    try:
+        return advisory_filter(**wanted)
+    except NoSuchName:
+        return NOTHING
 
 
 def advisory_prefilter(selection: dict[str, Any]) -> Callable[[Advisory], bool] | None:
@@ -234,6 +268,8 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
     limit = settings.SLUICE_PEEK_LIMIT
     route = router(Job(broker=broker, target=fields["target"], action=fields["action"]))
     selected = deadletters.selector(fields["selection"], death_info)
+    advisories = cursor["kind"] == "advisories"
+    subject = advisory_subject_for(fields["selection"]) if advisories else None
     with client_for(broker, "sluice-job-preview") as client:
         messages, next_seq, gaps = read_dead_letters(
             client,
@@ -243,7 +279,13 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
             limit,
             int(cursor["end"]),
             advisory_prefilter(fields["selection"]),
+            subject,
         )
+        # Past the first `limit`, how many the job takes is still exact where the server
+        # can count the selection: it is all on the advisory subject it filters on.
+        counted = None
+        if advisories and next_seq < int(cursor["end"]) and _on_subject(fields["selection"]):
+            counted = count_below(client, cursor["stream"], subject, int(cursor["end"]))
         chosen = [m for m in messages if selected(m)]
         targets: Counter[str] = Counter()
         unknown = gone = 0
@@ -258,18 +300,36 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
         warnings, windows = _check_targets(client, [t for t, _ in targets.most_common(50)])
     looked = next_seq - int(cursor["next"])
     complete = next_seq >= int(cursor["end"])
+    if complete or counted is not None:
+        # Exact: all were read, or the server counted them.
+        estimate = len(chosen) if counted is None else counted
+    else:
+        estimate = round(len(chosen) * size / looked) if looked else 0
     return {
-        "queue_length": size - (gaps if complete else 0),
+        "queue_length": size - (gaps if complete else 0) if counted is None else counted,
         "looked_at": len(messages),
         "complete": complete,
+        "counted": counted,
+        "subject": subject,
         "selected": len(chosen),
-        "estimate": len(chosen) if complete or not looked else round(len(chosen) * size / looked),
+        "estimate": estimate,
         "targets": [(f"subject {t}{windows.get(t, '')}", n) for t, n in targets.most_common(20)],
         "origin_unknown": unknown,
         "gone": gone,
         "warnings": warnings,
         "sequences": [int(cursor["next"]), int(cursor["end"]) - 1],
     }
+
+
+def _on_subject(selection: dict[str, Any]) -> bool:
+    """Whether the advisory subject alone decides the selection (all, or a filter on
+    stream, consumer and the kind of reason only)."""
+    if "all" in selection:
+        return True
+    rule = selection.get("filter")
+    if not isinstance(rule, dict) or set(rule) - {"queue", "exchange", "reason"}:
+        return False
+    return rule.get("reason") in (None, "", "max deliveries", "terminated")
 
 
 def _check_targets(

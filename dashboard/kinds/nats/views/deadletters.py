@@ -8,6 +8,7 @@ like RabbitMQ and Kafka replays (dashboard.kinds.nats.jobs).
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -22,7 +23,16 @@ from django.views.decorators.http import require_GET, require_POST
 
 from brokers.base import BrokerError
 from brokers.nats.client import Missing
-from brokers.nats.deadletters import CaptureStatus, ensure_capture, newest_advisories
+from brokers.nats.deadletters import (
+    CaptureStatus,
+    NoSuchName,
+    advisory_counts,
+    advisory_filter,
+    counted,
+    ensure_capture,
+    newest_advisories,
+    reason_kind,
+)
 from brokers.nats.transfer import as_message, dead_letter
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
 from dashboard.jobs import deadletters
@@ -50,7 +60,12 @@ def _when(ts: float | None) -> datetime | None:
 
 
 def look(broker: Broker, query: Any) -> dict[str, Any]:
-    """What the page and the API show: capture state, groups, one page of dead letters, DLQ streams."""
+    """What the page and the API show: capture state, groups, one page of dead letters, DLQ streams.
+
+    The groups and "how many match" are the server's counts per advisory subject
+    (stream, consumer, kind), exact over the whole capture stream; rows are the
+    newest advisories on the filter's subject, which the server picks.
+    """
     capture_name = settings.SLUICE_NATS_CAPTURE_STREAM
     wanted = {f: str(query.get(p, ""))[:256] for p, f in ADVISORY_FILTERS.items() if query.get(p)}
     dlq = str(query.get("dlq", ""))[:256]
@@ -58,6 +73,9 @@ def look(broker: Broker, query: Any) -> dict[str, Any]:
         "capture": CaptureStatus("unreachable", capture_name),
         "error": "",
         "groups": [],
+        "total": 0,
+        "matching": 0,
+        "reasons_read": True,
         "rows": [],
         "page": None,
         "looked_at": 0,
@@ -69,36 +87,7 @@ def look(broker: Broker, query: Any) -> dict[str, Any]:
             status = ensure_capture(client, capture_name, create=False)
             out["capture"] = status
             if status.capturing:
-                advisories, info = newest_advisories(
-                    client, status.stream, settings.SLUICE_PEEK_LIMIT
-                )
-                out["capture"] = CaptureStatus(status.state, status.stream, status.detail, info)
-                out["looked_at"] = len(advisories)
-                out["groups"] = dl.groups(
-                    [
-                        {"stream": a.stream, "consumer": a.consumer, "reason": a.why}
-                        for a in advisories
-                    ],
-                    ("stream", "consumer", "reason"),
-                )
-                chosen = [
-                    a
-                    for a in reversed(advisories)
-                    if all(
-                        (a.why if f == "reason" else getattr(a, f)) == v for f, v in wanted.items()
-                    )
-                ]
-                page = Paginator(chosen, settings.SLUICE_PAGE_SIZE).get_page(query.get("page"))
-                out["page"] = page
-                shown = list(page.object_list)
-                by_stream: dict[str, list[int]] = {}
-                for a in shown:
-                    by_stream.setdefault(a.stream, []).append(a.stream_seq)
-                found = {s: client.get_each(s, seqs) for s, seqs in by_stream.items()}
-                out["rows"] = [
-                    {**dl.row(dead_letter(a, found[a.stream].get(a.stream_seq))), "advisory": a.seq}
-                    for a in shown
-                ]
+                _advisories(client, status, wanted, query, out)
             capture = out["capture"].stream
             if dlq and dlq != capture:
                 try:
@@ -108,6 +97,75 @@ def look(broker: Broker, query: Any) -> dict[str, Any]:
     except BrokerError as exc:
         out["error"] = exc.message
     return out
+
+
+def _advisories(
+    client: Any, status: CaptureStatus, wanted: dict[str, str], query: Any, out: dict[str, Any]
+) -> None:
+    """Groups, counts and the page of rows of the capture stream into `out`."""
+    limit = settings.SLUICE_PEEK_LIMIT
+    counts = advisory_counts(client, status.stream)
+    every = counted(counts)
+    out["total"] = sum(every.values())
+    out["groups"], out["reasons_read"] = _groups(client, status.stream, every, limit)
+    reason = wanted.get("reason", "")
+    kind = reason_kind(reason) if reason else ""
+    try:
+        if reason and not kind:
+            raise NoSuchName(f"{reason!r} is not a reason of a dead-letter advisory")
+        subject = advisory_filter(wanted.get("stream", ""), wanted.get("consumer", ""), kind)
+    except NoSuchName:
+        chosen: list[Any] = []
+        info = client.info(status.stream, fresh=True)
+    else:
+        advisories, info = newest_advisories(client, status.stream, limit, subject)
+        out["looked_at"] = len(advisories)
+        whole = reason in ("", "max deliveries", "terminated")  # a kind, not an AckTerm reason
+        chosen = [a for a in reversed(advisories) if whole or a.why == reason]
+        on_subject = counted(counts, wanted.get("stream", ""), wanted.get("consumer", ""), kind)
+        # Exact unless an AckTerm reason is asked, which only the advisories' bodies hold.
+        out["matching"] = sum(on_subject.values()) if whole else None
+    out["capture"] = CaptureStatus(status.state, status.stream, status.detail, info)
+    page = Paginator(chosen, settings.SLUICE_PAGE_SIZE).get_page(query.get("page"))
+    out["page"] = page
+    shown = list(page.object_list)
+    by_stream: dict[str, list[int]] = {}
+    for a in shown:
+        by_stream.setdefault(a.stream, []).append(a.stream_seq)
+    found = {s: client.get_each(s, seqs) for s, seqs in by_stream.items()}
+    out["rows"] = [
+        {**dl.row(dead_letter(a, found[a.stream].get(a.stream_seq))), "advisory": a.seq}
+        for a in shown
+    ]
+
+
+def _groups(
+    client: Any, capture: str, every: dict[tuple[str, str, str], int], limit: int
+) -> tuple[list[tuple[tuple[str, ...], int]], bool]:
+    """Dead letters per (stream, consumer, reason), from the server's counts.
+
+    Terminations split by their AckTerm reason when all of them can be read (no more
+    than `limit`): the reason is in the advisory's body. Also says whether they were.
+    """
+    terminated = sum(n for (kind, _, _), n in every.items() if kind == "terminated")
+    reasons: dict[tuple[str, str], Counter[str]] = {}
+    read = terminated <= limit
+    if terminated and read:
+        subject = advisory_filter(kind="terminated")
+        advisories, _ = newest_advisories(client, capture, limit, subject)
+        for a in advisories:
+            reasons.setdefault((a.stream, a.consumer), Counter())[a.why] += 1
+    counts: Counter[tuple[str, ...]] = Counter()
+    for (kind, stream, consumer), n in every.items():
+        split = reasons.get((stream, consumer)) if kind == "terminated" else None
+        if split and sum(split.values()) == n:
+            for why, m in split.items():
+                counts[(stream, consumer, why)] += m
+        else:
+            counts[
+                (stream, consumer, "max deliveries" if kind != "terminated" else "terminated")
+            ] += n
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])), read
 
 
 def _dead_letter_stream(client: Any, name: str) -> dict[str, Any]:
@@ -282,6 +340,7 @@ def api_index(request: HttpRequest, name: str) -> JsonResponse:
         return error(seen["error"], 502)
     status: CaptureStatus = seen["capture"]
     page = seen["page"]
+    listed = page.paginator.count if page else 0
     body: dict[str, Any] = {
         "capture": {
             "state": status.state,
@@ -290,13 +349,20 @@ def api_index(request: HttpRequest, name: str) -> JsonResponse:
             "info": _info_json(status.info),
         },
         "looked_at": seen["looked_at"],
+        # Exact: the server's counts per advisory subject.
+        "total": seen["total"],
+        "reasons_split": seen["reasons_read"],
         "groups": [
             {"stream": s, "consumer": c, "reason": r, "count": n} for (s, c, r), n in seen["groups"]
         ],
         "dead_letters": seen["rows"],
         "page": page.number if page else None,
         "pages": page.paginator.num_pages if page else 0,
-        "matching": page.paginator.count if page else 0,
+        # The server's count on the filter's subject; when an AckTerm reason is asked,
+        # which only the advisories tell, those of the newest read ("matching_exact": false).
+        "matching": seen["matching"] if seen["matching"] is not None else listed,
+        "matching_exact": seen["matching"] is not None,
+        "listed": listed,
         "dead_letter_streams": [
             {"name": d["stream"].name, "why": d["why"], "messages": d["messages"]}
             for d in dl.dead_letter_streams(broker, status.stream)
