@@ -12,11 +12,13 @@ from typing import Any
 
 import pika
 import pytest
+from django.urls import reverse
 
 from brokers.base import BrokerError
 from dashboard.jobs import engine as jobs
 from dashboard.jobs import service as jobservice
 from dashboard.models import Broker, Destination, Job
+from tests.test_permissions import csrf_post
 
 pytestmark = pytest.mark.django_db
 
@@ -128,7 +130,7 @@ def test_unroutable_messages_stay_in_the_dlq_and_the_pass_ends(broker, dl, perso
     assert len(left) == 5
     assert all(p.headers["sluice-pass"] == str(job.public_id) for p, _ in left)
     assert all(p.headers["sluice-kept-because"] == "unroutable" for p, _ in left)
-    assert {o[1] for o in jobs.outcomes(job, only_kept=True)} == {"kept: unroutable"}
+    assert {o[1] for o in jobs.outcomes(job, "kept")} == {"kept: unroutable"}
 
 
 def test_a_filter_on_a_header_and_reason(broker, dl, personas):
@@ -148,6 +150,63 @@ def test_a_filter_on_a_header_and_reason(broker, dl, personas):
     )
     assert job.replayed == 3  # n % 3 == 0
     assert dl.depth(dl.dlq) == 6
+
+
+def test_the_outcome_page_leads_with_what_was_done(broker, dl, personas, client_for):
+    """A filter that takes 3 of 9: the 3 come first, the 6 passed over are a count."""
+    kill(dl, 9)
+    rule = {"header": {"name": "x-exception", "value": "KeyError"}}  # n % 3 == 0
+    job = run(make_job(broker, dl, personas, selection={"filter": rule}))
+    job.refresh_from_db()
+    assert (job.replayed, job.passed_over, job.kept) == (3, 6, 6)
+    assert [o[1] for o in jobs.outcomes(job, "done")] == ["replayed"] * 3
+    assert {o[1] for o in jobs.outcomes(job, "kept")} == {"kept: not selected"}
+    assert len(jobs.outcomes(job, "all")) == 9
+
+    url = reverse("dashboard:job-detail", args=[job.public_id])
+    page = client_for("carol").get(url).content.decode()
+    section = page[page.index('id="outcomes"') :]
+    assert "What was done" in section
+    assert "Replayed 3." in section
+    assert "6 read on the way and not selected were left as they were" in section
+    assert section.count("<td>replayed</td>") == 3
+    assert "kept: not selected" not in section  # behind "left in the source (6)"
+    assert "left in the source (6)" in section
+    kept = client_for("carol").get(url, {"show": "kept"}).content.decode()
+    assert kept.count("<td>kept: not selected</td>") == 6
+    body = client_for("carol").get(f"/api/v1/jobs/{job.public_id}", {"outcomes": "done"}).json()
+    assert (body["passed_over"], body["kept_for_a_reason"]) == (6, 0)
+    assert [o[1] for o in body["outcomes"]] == ["replayed"] * 3
+
+
+def test_the_dead_letters_page_drops_what_a_job_took_off_since_the_look(
+    broker, dl, personas, client_for
+):
+    ids = kill(dl, 6)
+    job = make_job(broker, dl, personas, selection={"ids": ids[:2]})
+    bob = client_for("bob")
+    key = f"//{dl.dlq}"
+    assert (
+        csrf_post(bob, f"/brokers/{broker.name}/dead-letters/scan", {"queue": key}).status_code
+        == 302
+    )
+    url = f"/brokers/{broker.name}/dead-letters/"
+
+    def listed() -> str:
+        page = bob.get(url, {"queue": key}).content.decode()
+        return page[page.index('id="dead-letter-source"') :]
+
+    before = listed()
+    assert all(f'value="{i}"' in before for i in ids)
+    Job.objects.filter(pk=job.pk).update(state=Job.QUEUED)
+    assert "this part follows it" in listed()  # a job of the broker runs: the page polls
+    run(job)
+    after = listed()
+    assert not any(f'value="{i}"' in after for i in ids[:2])
+    assert all(f'value="{i}"' in after for i in ids[2:])
+    assert "2 of the messages looked at were taken off since by" in after
+    assert "this part follows it" not in after
+    assert dl.depth(dl.dlq) == 4
 
 
 def test_move_to_a_queue_and_discard(broker, dl, personas, unique_name):
@@ -222,6 +281,20 @@ def test_a_rate_limit_is_kept_within_each_second(broker, dl, personas):
     assert job.done == 12
     assert sizes == [5, 10, 12]
     assert elapsed >= 2.0  # three batches at 5 msg/s: at least two full seconds
+
+
+def test_the_rate_limit_is_on_the_messages_acted_on(broker, dl, personas):
+    """2 of 12 chosen at 1 msg/s: the 10 passed over do not wait their turn."""
+    import time
+
+    ids = kill(dl, 12)
+    job = make_job(broker, dl, personas, rate=1, selection={"ids": [ids[0], ids[11]]})
+    started = time.monotonic()
+    job = run(job)
+    elapsed = time.monotonic() - started
+    assert (job.done, job.replayed, job.passed_over) == (12, 2, 10)
+    # Two acted on at 1 msg/s: at least a second between them, not 12 s for all.
+    assert 1.0 <= elapsed < 6.0, elapsed
 
 
 def test_dying_after_the_record_and_before_the_ack_finishes_the_pass_on_resume(

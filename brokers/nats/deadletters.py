@@ -336,3 +336,22 @@ def count_below(client: DeadLetterClient, capture: str, subject: str | None, end
         got, seq = client.read(capture, seq, 10_000, end=info.last_seq + 1, subject=on)
         after += sum(1 for m in got if advisory_subject(m.subject))
     return total - after
+
+
+def count_between(
+    client: DeadLetterClient, capture: str, subject: str | None, lo: int, hi: int
+) -> int:
+    """How many advisories on `subject` the capture stream holds in [lo, hi), exactly.
+
+    From its first sequence, the server's count less those at `hi` or later
+    (`count_below`); from further in (a job resumed), those in the range are read,
+    the server picking them by subject, and counted.
+    """
+    info = client.info(capture, fresh=True)
+    if lo <= info.first_seq:
+        return count_below(client, capture, subject, hi)
+    on, seq, found = subject or f"{ADVISORY_PREFIX}>", lo, 0
+    while seq < min(hi, info.last_seq + 1):
+        got, seq = client.read(capture, seq, 10_000, end=hi, subject=on)
+        found += sum(1 for m in got if advisory_subject(m.subject))
+    return found

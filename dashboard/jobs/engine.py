@@ -194,16 +194,18 @@ def run(
             if round_trip is not None:
                 transfer.release(batch[round_trip:])
                 batch = batch[:round_trip]
+            acted = 0
             if batch:
                 chunk += 1
-                _one_batch(job, transfer, Plan(job, route), batch, chunk, previous)
+                acted = _one_batch(job, transfer, Plan(job, route), batch, chunk, previous)
                 if on_progress:
                     on_progress(job)
             if round_trip is not None:
                 break
             if interval:
-                # The rate limit: a batch of n messages takes at least n / rate seconds.
-                time.sleep(max(0.0, len(batch) * interval - (time.monotonic() - started)))
+                # The rate limit is on the messages acted on: a batch acting on n takes at
+                # least n / rate seconds; those read and not selected pass at once.
+                time.sleep(max(0.0, acted * interval - (time.monotonic() - started)))
     except BrokerError as exc:
         state, error = (
             Job.FAILED,
@@ -216,7 +218,8 @@ def run(
 
 def _one_batch(
     job: Job, transfer: Transfer, plan: Plan, batch: list[Message], n: int, previous: dict[str, str]
-) -> None:
+) -> int:
+    """Send, record and settle one batch; how many of it were acted on (not passed over)."""
     for index, message in enumerate(batch):
         plan.decide(index, message)
     ids = [o.message.id for o in plan.send]
@@ -249,6 +252,7 @@ def _one_batch(
             replayed=F("replayed") + counts["sent"],
             discarded=F("discarded") + counts["discarded"],
             kept=F("kept") + counts["kept"],
+            passed_over=F("passed_over") + counts["passed_over"],
             failed=F("failed") + counts["failed"],
             duplicates=F("duplicates") + duplicates,
             in_flight=[],
@@ -263,10 +267,11 @@ def _one_batch(
         transfer.keep(group, {PASS: str(job.public_id), KEPT_BECAUSE: reason})
     transfer.settle(sent_ok + plan.settle)
     job.refresh_from_db()
+    return len(batch) - counts["passed_over"]
 
 
 def _count(items: list[list[Any]]) -> dict[str, int]:
-    counts = {"sent": 0, "discarded": 0, "kept": 0, "failed": 0}
+    counts = {"sent": 0, "discarded": 0, "kept": 0, "failed": 0, "passed_over": 0}
     for _, outcome, _, _ in items:
         if outcome in (REPLAYED, MOVED):
             counts["sent"] += 1
@@ -276,6 +281,7 @@ def _count(items: list[list[Any]]) -> dict[str, int]:
             counts["failed"] += 1
         else:
             counts["kept"] += 1
+            counts["passed_over"] += outcome == SKIPPED
     return counts
 
 
@@ -353,13 +359,53 @@ def record_completion(job: Job) -> None:
     )
 
 
-def outcomes(job: Job, only_kept: bool = False, limit: int = 500) -> list[list[Any]]:
-    """The per-message outcomes, newest batch first; only those left in the source if asked."""
-    out: list[list[Any]] = []
+def taken_since(broker: Any, source: str, since: Any) -> tuple[set[str], list[Job]]:
+    """The messages jobs have taken off `source` for good since `since`, by id, and the jobs.
+
+    Jobs that ran (or run) after that moment, and that remove what they act on (a
+    RabbitMQ queue's replay, move or discard; a NATS replay deleting its originals):
+    a look taken before them still lists those messages.
+    """
+    ids: set[str] = set()
+    jobs: list[Job] = []
+    recent = Job.objects.filter(broker=broker, source=source, started_at__isnull=False).exclude(
+        finished_at__lte=since
+    )
+    for job in recent.order_by("started_at"):
+        fields = {"action": job.action, "source": job.source, "target": job.target}
+        if not kind_of(broker).removes_originals(broker, fields):
+            continue
+        jobs.append(job)
+        for chunk in job.chunks.iterator():
+            ids.update(str(i[0]) for i in chunk.items if i[1] in (REPLAYED, MOVED, DISCARDED))
+    return ids, jobs
+
+
+# Which outcomes a listing shows: every one, those left in the source, or what the job
+# did (each message acted on, then each kept for a reason: all but the passed over).
+OUTCOME_VIEWS = ("all", "kept", "done")
+
+
+def outcomes(job: Job, which: str = "all", limit: int = 500) -> list[list[Any]]:
+    """The per-message outcomes of `which` (OUTCOME_VIEWS), newest batch first.
+
+    "done" leads with the messages acted on (replayed, moved, discarded), then those
+    kept for a reason (failed, unroutable, origin unknown); the messages read and not
+    selected are left out, however many there were.
+    """
+    if which not in OUTCOME_VIEWS:
+        raise ValueError(f"outcomes are one of {', '.join(OUTCOME_VIEWS)}")
+    acted: list[list[Any]] = []
+    kept: list[list[Any]] = []
     for chunk in job.chunks.order_by("-n").iterator():
         for item in chunk.items:
-            if not only_kept or str(item[1]).startswith("kept"):
-                out.append(item)
-                if len(out) >= limit:
-                    return out
-    return out
+            outcome = str(item[1])
+            if which == "all":
+                acted.append(item)
+            elif which == "kept" and outcome.startswith("kept"):
+                acted.append(item)
+            elif which == "done" and outcome != SKIPPED:
+                (kept if outcome.startswith("kept") else acted).append(item)
+            if len(acted) >= limit:
+                return acted
+    return (acted + kept)[:limit]

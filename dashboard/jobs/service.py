@@ -212,6 +212,9 @@ def as_json(job: Job) -> dict[str, Any]:
         "replayed": job.replayed,
         "discarded": job.discarded,
         "kept": job.kept,
+        # Of those kept: read on the way and not selected; the rest were kept for a reason.
+        "passed_over": job.passed_over,
+        "kept_for_a_reason": job.kept - job.passed_over,
         "failed": job.failed,
         "duplicates": job.duplicates,
         "progress": round(job.progress, 4),

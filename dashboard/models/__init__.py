@@ -340,6 +340,8 @@ class Job(models.Model):
     kept = models.BigIntegerField(
         default=0
     )  # left in the source: unroutable, unselected or unknown origin
+    # Of those kept: read on the way and not selected, left as they were.
+    passed_over = models.BigIntegerField(default=0)
     failed = models.BigIntegerField(default=0)  # left in the source after the broker refused it
     duplicates = models.BigIntegerField(default=0)  # sent again after an interruption
     # Ids of the batch being sent, so an interruption can tell what may be duplicated.

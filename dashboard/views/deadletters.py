@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from brokers.base import BrokerError, Message
 from dashboard.auth import OPERATOR, VIEWER, has_role, require_role
 from dashboard.jobs import deadletters
+from dashboard.jobs import engine as jobs
 from dashboard.jobs import service as jobservice
 from dashboard.jobs.deadletters import DeathInfo
 from dashboard.kinds import kind_of
@@ -98,6 +99,10 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
         "header": header,
         "current": current,
         "jobs": Job.objects.filter(broker=broker).exclude(state=Job.PREVIEW)[:10],
+        # While a job of this broker runs, the page follows it (it polls itself).
+        "following": Job.objects.filter(
+            broker=broker, state__in=(Job.QUEUED, Job.RUNNING, Job.CANCELLING)
+        ).exists(),
         "peek_limit": settings.SLUICE_PEEK_LIMIT,
     }
     return render(request, "dashboard/deadletters.html", ctx)
@@ -114,12 +119,19 @@ def _row(
     queue = found["queue"]
     scan = scans.get(queue.key)
     msgs = scan.messages if scan else []
+    # What jobs took off the queue since the look is not there any more.
+    taken, by_jobs = jobs.taken_since(queue.broker, queue.key, scan.at) if scan else (set(), [])
+    if taken:
+        msgs = [m for m in msgs if str(m.get("id")) not in taken]
     # Times out of range (a scan stores what the broker said) show on their own row.
     moments = [t for m in msgs if isinstance(t := deadletters.when(m.get("time")), datetime)]
     return {
         "queue": queue,
         "why": found["why"],
         "scan": scan,
+        "messages": msgs,
+        "taken": len(scan.messages) - len(msgs) if scan else 0,
+        "taken_by": by_jobs,
         "count": page.count(queue),
         "look": page.look(queue, can_operate),
         "oldest": min(moments, default=None),

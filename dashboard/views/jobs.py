@@ -49,8 +49,9 @@ def job_list(request: HttpRequest) -> HttpResponse:
 def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     job = get_job_or_404(job_id)
     ctx = job_context(job)
-    ctx["outcomes"] = jobs.outcomes(job, only_kept=request.GET.get("show") != "all")
-    ctx["show_all"] = request.GET.get("show") == "all"
+    show = request.GET.get("show", "done")
+    ctx["show"] = show if show in jobs.OUTCOME_VIEWS else "done"
+    ctx["outcomes"] = jobs.outcomes(job, ctx["show"])
     return render(request, "dashboard/job.html", ctx)
 
 
@@ -121,8 +122,9 @@ def api_job(request: HttpRequest, job_id: str) -> JsonResponse:
     job = get_job_or_404(job_id)
     body = jobservice.as_json(job)
     if request.GET.get("outcomes"):
+        which = request.GET["outcomes"]
         body["outcomes"] = jobs.outcomes(
-            job, only_kept=request.GET["outcomes"] == "kept", limit=10000
+            job, which if which in jobs.OUTCOME_VIEWS else "all", limit=10000
         )
     return JsonResponse(body)
 

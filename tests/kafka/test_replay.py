@@ -119,7 +119,7 @@ def test_records_without_an_origin_header_are_kept_and_reported(
     collector.collect(kafka_broker)
     job = run(make_job(kafka_broker, personas, source=f"topic/{dead}"))
     assert (job.state, job.done, job.replayed, job.kept) == ("done", 1, 0, 1)
-    assert jobs.outcomes(job, only_kept=True)[0][1] == "kept: origin unknown"
+    assert jobs.outcomes(job, "kept")[0][1] == "kept: origin unknown"
 
 
 def test_a_replay_never_touches_the_offsets_of_the_users_groups(

@@ -140,3 +140,33 @@ def test_a_dry_run_filtered_to_one_stream_counts_its_dead_letters_exactly(
     # A stream name no stream can have matches nothing, and reads nothing.
     none = dry_run({"filter": {"stream": "no such.stream"}})
     assert none["complete"] and none["selected"] == 0 and none["looked_at"] == 0
+
+
+def test_a_replay_of_one_stream_counts_its_dead_letters_as_its_progress(
+    nats_broker: Broker, js, bulk, unique_name
+) -> None:
+    """The job's total is the 5 on the stream's subject, from the first moment, not the
+    100,005 sequences of the capture stream."""
+    from dashboard.jobs import engine as jobs
+    from dashboard.jobs import service as jobservice
+    from dashboard.models import Job
+
+    stream = f"RUN_{unique_name}"
+    make_dead_letters(js, stream, [b"%d" % n for n in range(5)])
+    fields = {
+        "action": "replay",
+        "source": f"advisories/{bulk['capture']}",
+        "selection": {"filter": {"stream": stream}},
+    }
+    job = Job.objects.create(
+        broker=nats_broker, created_by="bob", **jobservice.check(nats_broker, fields)
+    )
+    seen: list[tuple[int, int]] = []
+    done = jobs.run(
+        job.pk,
+        jobservice.transfer_for,
+        jobservice.router,
+        on_progress=lambda j: seen.append((j.done, j.total)),
+    )
+    assert (done.state, done.total, done.done, done.replayed) == ("done", 5, 5, 5)
+    assert seen and all(total == 5 for _, total in seen), seen

@@ -185,7 +185,7 @@ def test_a_message_gone_from_its_stream_is_reported_not_lost_in_silence(
     js(lambda ctx: ctx.delete_msg(stream, 3))
     job = run(make_job(nats_broker, source=f"advisories/{dead['capture']}", selection=ours(stream)))
     assert (job.state, job.replayed, job.failed) == ("done", 5, 1)
-    kept = jobs.outcomes(job, only_kept=True)
+    kept = jobs.outcomes(job, "kept")
     assert [(k[0], k[1], k[3]) for k in kept] == [
         (f"{stream}:3", "kept: failed", f"no longer in stream {stream}")
     ]
@@ -214,7 +214,7 @@ def test_replay_from_a_dead_letter_stream_to_the_subject_its_header_names(
     assert copies[0].headers["Nats-Msg-Id"].startswith(f"sluice:{dead}:")
     # Replayed ones were deleted from the dead-letter stream; the one without an origin stays.
     assert [m.data for m in stored(js, dead)] == [b"7"]
-    assert jobs.outcomes(job, only_kept=True)[0][1] == "kept: origin unknown"
+    assert jobs.outcomes(job, "kept")[0][1] == "kept: origin unknown"
 
 
 def test_a_stored_rollup_header_travels_aside_so_a_replay_purges_nothing(

@@ -27,6 +27,7 @@ from brokers.nats.deadletters import (
     NoSuchName,
     advisory_filter,
     count_below,
+    count_between,
     reason_kind,
 )
 from brokers.nats.pipeline import DeadLetterClient
@@ -170,7 +171,15 @@ def transfer_for(job: Job) -> SequenceTransfer:
         job.total -= n
 
     client = client_for(job.broker, "sluice-job")
+    subject = advisory_subject_for(job.selection) if cursor["kind"] == "advisories" else None
     try:
+        # Progress counts the advisories the job can take: on the subject the server
+        # filters on, counted now; otherwise the range, less what is met without any.
+        counted = None
+        if subject is not None:
+            counted = count_between(
+                client, cursor["stream"], subject, int(cursor["next"]), int(cursor["end"])
+            )
         transfer = SequenceTransfer(
             client,
             cursor["kind"],
@@ -178,17 +187,17 @@ def transfer_for(job: Job) -> SequenceTransfer:
             end=int(cursor["end"]),
             next_seq=int(cursor["next"]),
             save=save,
-            skipped=skipped,
+            skipped=skipped if counted is None else None,
             delete_after=bool(job.target.get("delete_original")),
             pending_deletes=cursor.get("delete") or [],
             publish_timeout=max(10.0, settings.SLUICE_BROKER_TIMEOUT * 3),
             wanted=advisory_prefilter(job.selection),
-            subject=advisory_subject_for(job.selection),
+            subject=subject,
         )
     except BaseException:
         client.close()
         raise
-    total = job.done + (transfer.pending() or 0)
+    total = job.done + (transfer.pending() or 0 if counted is None else counted)
     Job.objects.filter(pk=job.pk).update(total=total)
     job.total = total
     return transfer
