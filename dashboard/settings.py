@@ -315,6 +315,10 @@ SLUICE_BODY_LIMIT = env_int("SLUICE_BODY_LIMIT", 65536, minimum=1024)
 # The publish form and API take bodies up to 16 MiB (views.params.MAX_BODY), a
 # third more as base64; Django's 2.5 MB default would refuse them with a bare 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 24 * 1024 * 1024
+# A dead-letters form with every message of a look ticked posts one field per message
+# (up to SLUICE_PEEK_LIMIT, and a job takes up to 10,000 ids): Django's 1,000 would
+# refuse "select all" with a bare 400.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = max(SLUICE_PEEK_LIMIT, 10_000) + 200
 # A running job whose worker has not reported for this long is shown as interrupted, and can be resumed.
 SLUICE_JOB_STALL_SECONDS = env_int("SLUICE_JOB_STALL_SECONDS", 30, minimum=2)
 

@@ -159,7 +159,17 @@ def test_replay_dead_letters_and_watch_the_progress_bar_reach_the_end(stack, bro
         row.get_by_role("button", name="Look").click()
         page.wait_for_load_state()
         assert page.locator("table.groups").inner_text().count("rejected") == 1
-        page.select_option("select[name=select]", "all")
+        # "Select all" ticks every message shown, and makes the ticked ones the choice.
+        page.check("input[name=select][value=all]")
+        page.check("input[data-select-all=id]")
+        ticks = page.locator("input[type=checkbox][name=id]")
+        shown = ticks.count()
+        assert shown > 0 and page.locator("input[name=id]:checked").count() == shown
+        assert page.is_checked("input[name=select][value=ids]")
+        page.check("input[name=select][value=all]")
+        # The common choices first; the rest is behind "More".
+        assert not page.is_visible("input[name=rate]")
+        page.locator("details.more summary").click()
         page.fill("input[name=rate]", "1000")
         page.get_by_role("button", name="Dry run first…").click()
         page.wait_for_load_state()

@@ -209,6 +209,44 @@ def test_the_dead_letters_page_drops_what_a_job_took_off_since_the_look(
     assert dl.depth(dl.dlq) == 4
 
 
+def test_the_form_acts_on_a_group_or_a_time_window_and_refuses_what_it_cannot_read(
+    broker, dl, personas, client_for
+):
+    kill(dl, 6)
+    source(broker, dl)
+    bob = client_for("bob")
+    key = f"//{dl.dlq}"
+    base = f"/brokers/{broker.name}/dead-letters/"
+    assert csrf_post(bob, base + "scan", {"queue": key}).status_code == 302
+    page = bob.get(base, {"queue": key, "by": "routing_key", "group": "order.1.created"})
+    html = page.content.decode()
+    assert 'value="group" checked' in html and "order.1.created</strong> (3 in the look" in html
+    assert "act on this group" in html and 'data-select-all="id"' in html
+
+    def act(**form: str) -> Job | None:
+        before = set(Job.objects.values_list("pk", flat=True))
+        answer = csrf_post(bob, base + "act", {"queue": key, "action": "replay", **form})
+        assert answer.status_code == 302
+        made = Job.objects.exclude(pk__in=before)
+        return made.get() if made.exists() else None
+
+    group = act(select="group", g_by="routing_key", g_value="order.1.created")
+    assert group is not None and group.selection == {"filter": {"routing_key": "order.1.created"}}
+    assert group.preview["selected"] == 3 and group.preview["complete"]
+    window = act(select="filter", f_since="2000-01-01T00:00", f_until="2000-01-02T00:00:30")
+    assert window is not None
+    assert window.selection == {"filter": {"since": 946684800, "until": 946771230}}
+    assert window.preview["selected"] == 0  # they died today
+    assert act(select="filter", f_since="yesterday") is None
+    assert act(select="ids") is None  # nothing ticked
+    assert act(select="group", g_by="routing_key", g_value="") is None
+    shown = bob.get(base, {"queue": key}).content.decode()
+    assert "since must be a date and time (UTC), e.g. 2026-12-03T04:05" in shown
+    assert "tick the messages to act on" in shown
+    assert "that group has no value to select by" in shown
+    assert dl.depth(dl.dlq) == 6  # dry runs only: nothing moved
+
+
 def test_move_to_a_queue_and_discard(broker, dl, personas, unique_name):
     kill(dl, 8)
     parking = f"parking-{unique_name}"

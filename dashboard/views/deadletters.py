@@ -8,7 +8,7 @@ comes from the kind's `DeadLetterPage`.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 from django.conf import settings
@@ -90,6 +90,14 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
     current = next(
         (r for r in rows if r["queue"].key == selected), rows[0] if len(rows) == 1 else None
     )
+    # "Act on this group": a value of the grouping shown, which a filter can select by.
+    group = request.GET.get("group")
+    counts = dict(current["groups"]) if current else {}
+    chosen = (
+        {"by": by, "header": header, "value": group, "n": counts[group]}
+        if group in counts and group != "(none)"
+        else None
+    )
     ctx = {
         "broker": broker,
         "dl": page,
@@ -98,6 +106,7 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
         "by": by,
         "header": header,
         "current": current,
+        "chosen_group": chosen,
         "jobs": Job.objects.filter(broker=broker).exclude(state=Job.PREVIEW)[:10],
         # While a job of this broker runs, the page follows it (it polls itself).
         "following": Job.objects.filter(
@@ -152,11 +161,24 @@ def scan(request: HttpRequest, name: str) -> HttpResponse:
 
 
 def selection_from_form(post: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    """The selection a dead-letters form posts: the ticked ids, a filter on `fields`
-    (plus a header, and since/until in Unix seconds where the form has them), or all."""
+    """The selection a dead-letters form posts: the ticked ids, one group of the page's
+    (a value of one of `fields` or of a header), a filter on `fields` (plus a header,
+    and since/until as a UTC date and time or Unix seconds where the form has them),
+    or all."""
     how = post.get("select", "all")
     if how == "ids":
-        return {"ids": post.getlist("id")}
+        # An edited message's form names it as `edit_id`.
+        ids = post.getlist("id") or ([post["edit_id"]] if post.get("edit_id") else [])
+        if not ids:
+            raise jobservice.Invalid("tick the messages to act on, or choose another option")
+        return {"ids": ids}
+    if how == "group":
+        by, value = post.get("g_by", ""), post.get("g_value", "")
+        if by == "header" and post.get("g_header") and value:
+            return {"filter": {"header": {"name": post["g_header"], "value": value}}}
+        if by in fields and value:
+            return {"filter": {by: value}}
+        raise jobservice.Invalid("that group has no value to select by: tick its messages")
     if how == "filter":
         rule: dict[str, Any] = {}
         for field in fields:
@@ -169,12 +191,25 @@ def selection_from_form(post: Any, fields: tuple[str, ...]) -> dict[str, Any]:
             }
         for bound in ("since", "until"):
             if post.get(f"f_{bound}"):
-                try:
-                    rule[bound] = int(post[f"f_{bound}"])
-                except ValueError:
-                    raise jobservice.Invalid(f"{bound} must be Unix seconds") from None
+                rule[bound] = _moment(post[f"f_{bound}"], bound)
         return {"filter": rule}
     return {"all": True}
+
+
+def _moment(text: str, bound: str) -> int:
+    """Unix seconds from a date-time picker's "YYYY-MM-DDTHH:MM[:SS]" (UTC) or Unix seconds."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise jobservice.Invalid(
+            f"{bound} must be a date and time (UTC), e.g. 2026-12-03T04:05, or Unix seconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 @require_POST

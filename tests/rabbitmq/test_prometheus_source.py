@@ -288,8 +288,16 @@ def test_counters_move_with_traffic_and_give_none_when_a_channel_that_counted_cl
     publisher.close()
     # Its counters gone with the channel, the sum would fall: no total for that reading.
     until(lambda: mine().in_total is None, "the closed channel noticed")
-    after = mine()
-    assert after.in_total == 0 and after.out_total == 0
+    # The node drops a closed channel's rows per queue and per exchange, not always in the
+    # same sweep: totals come back once no row of it is left, and never exceed what was.
+    seen: list[Destination] = []
+
+    def settled() -> bool:
+        seen.append(mine())
+        return seen[-1].in_total == 0 and seen[-1].out_total == 0
+
+    until(settled, "totals again, from no live channel")
+    assert all((d.in_total or 0) <= 5 and (d.out_total or 0) <= 3 for d in seen), seen
 
 
 def test_rates_from_the_plugins_counters_match_a_known_rate(
