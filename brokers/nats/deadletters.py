@@ -289,25 +289,29 @@ def advisory_subject(subject: str) -> tuple[str, str, str] | None:
     return kind, stream, consumer
 
 
-def advisory_counts(client: DeadLetterClient, capture: str) -> dict[str, int]:
-    """How many dead-letter advisories the capture stream holds, per subject.
+def subject_counts(client: DeadLetterClient, stream: str, subjects: str = ">") -> dict[str, int]:
+    """How many messages `stream` holds per subject, of those `subjects` (wildcards) takes.
 
-    One STREAM.INFO asking for the counts of the advisory subjects (more pages
-    only past 100,000 consumers); no message is read. Missing if there is no
-    stream `capture`.
+    STREAM.INFO asking for the per-subject counts: the server's own, exact, with no
+    message read; a page per 100,000 subjects, up to COUNT_PAGES. Missing if there
+    is no stream `stream`.
     """
     counts: dict[str, int] = {}
     for _ in range(COUNT_PAGES):
         answer = client.api(
-            f"STREAM.INFO.{capture}",
-            {"subjects_filter": f"{ADVISORY_PREFIX}>", "offset": len(counts)},
-            capture,
+            f"STREAM.INFO.{stream}", {"subjects_filter": subjects, "offset": len(counts)}, stream
         )
         page = (answer.get("state") or {}).get("subjects") or {}
         counts.update({str(k): int(v) for k, v in page.items()})
         if not page or len(counts) >= int(answer.get("total") or 0):
             break
     return counts
+
+
+def advisory_counts(client: DeadLetterClient, capture: str) -> dict[str, int]:
+    """How many dead-letter advisories the capture stream holds, per subject (one request,
+    more only past 100,000 consumers)."""
+    return subject_counts(client, capture, f"{ADVISORY_PREFIX}>")
 
 
 def count_below(client: DeadLetterClient, capture: str, subject: str | None, end: int) -> int:
@@ -318,18 +322,7 @@ def count_below(client: DeadLetterClient, capture: str, subject: str | None, end
     they, picked by the server): those that came after a job fixed its range.
     """
     on = subject or f"{ADVISORY_PREFIX}>"
-    answer = client.api(f"STREAM.INFO.{capture}", {"subjects_filter": on}, capture)
-    total, pages = 0, 0
-    while True:
-        page = (answer.get("state") or {}).get("subjects") or {}
-        total += sum(int(v) for k, v in page.items() if advisory_subject(str(k)))
-        pages += 1
-        seen = int(answer.get("offset") or 0) + len(page)
-        if not page or seen >= int(answer.get("total") or 0) or pages >= COUNT_PAGES:
-            break
-        answer = client.api(
-            f"STREAM.INFO.{capture}", {"subjects_filter": on, "offset": seen}, capture
-        )
+    total = sum(n for k, n in subject_counts(client, capture, on).items() if advisory_subject(k))
     info = client.info(capture, fresh=True)
     seq, after = max(end, info.first_seq), 0
     while seq <= info.last_seq:

@@ -238,8 +238,12 @@ def test_dead_letter_streams_are_found_by_name_and_read(
         (f"pay.{unique_name}.bank", "declined"): 3,
         (f"pay.{unique_name}.card", "declined"): 2,
     }
+    # By subject, the server's count over the whole stream; by origin, of the newest read.
+    assert body["subjects"] == [{"subject": f"dlq.{unique_name}.x", "count": 5}]
     html = client_for("carol").get(page(nats_broker), {"dlq": dead}).content.decode()
     assert dead in html and "declined" in html
+    assert "All 5 messages by subject, counted by the server." in html
+    assert "(a partial look)" in html
 
 
 def test_viewers_read_but_only_operators_replay_and_only_admins_create_the_stream(

@@ -32,6 +32,7 @@ from brokers.nats.deadletters import (
     ensure_capture,
     newest_advisories,
     reason_kind,
+    subject_counts,
 )
 from brokers.nats.transfer import as_message, dead_letter
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
@@ -175,9 +176,13 @@ def _dead_letter_stream(client: Any, name: str) -> dict[str, Any]:
     start = max(info.first_seq, info.last_seq - limit + 1)
     stored, _ = client.read(name, start, limit, end=info.last_seq + 1) if info.messages else ([], 0)
     rows = [dl.row(as_message(m, m.seq)) for m in reversed(stored)]
+    # Per subject, the server's counts over the whole stream (origin and reason are in
+    # each message's headers: those groups are of the newest read).
+    subjects = subject_counts(client, name) if info.messages else {}
     return {
         "name": name,
         "info": info,
+        "subjects": sorted(subjects.items(), key=lambda kv: (-kv[1], kv[0])),
         "rows": rows[: settings.SLUICE_PAGE_SIZE],
         "looked_at": len(rows),
         "groups": dl.groups(rows, ("origin", "subject", "reason")),
@@ -378,6 +383,8 @@ def api_index(request: HttpRequest, name: str) -> JsonResponse:
             "groups": [
                 {"origin": o, "subject": s, "reason": r, "count": n} for (o, s, r), n in d["groups"]
             ],
+            # Exact over the whole stream: the server's counts per subject.
+            "subjects": [{"subject": s, "count": n} for s, n in d["subjects"]],
         }
     return JsonResponse(body)
 
