@@ -335,6 +335,22 @@ def test_the_rate_limit_is_on_the_messages_acted_on(broker, dl, personas):
     assert 1.0 <= elapsed < 6.0, elapsed
 
 
+def test_a_job_over_chosen_messages_reads_no_further_than_the_last_of_them(
+    broker, dl, personas, client_for
+):
+    ids = kill(dl, 12)
+    # The even ones died first (from the first queue). At 2 msg/s the batches are of 2:
+    # the three chosen are in the first two batches.
+    job = run(make_job(broker, dl, personas, rate=2, selection={"ids": ids[0:6:2]}))
+    assert (job.state, job.done, job.total) == ("done", 4, 4)
+    assert (job.replayed, job.passed_over) == (3, 1)
+    assert dl.depth(dl.dlq) == 9  # the 8 never read are where they were, with the one passed over
+    data = jobservice.as_json(job)
+    assert (data["chosen"], data["chosen_done"]) == (3, 3)
+    page = client_for("carol").get(reverse("dashboard:job-detail", args=[job.public_id]))
+    assert "3 of 3" in page.content.decode()
+
+
 def test_dying_after_the_record_and_before_the_ack_finishes_the_pass_on_resume(
     broker, dl, personas
 ):

@@ -177,6 +177,8 @@ def run(
     # goes out at full speed, so a large one would be a burst over the limit.
     batch_size = min(job.batch_size, max(1, int(job.rate))) if job.rate else job.batch_size
     state, error = Job.DONE, ""
+    # Messages chosen by id: once each has been dealt with, nothing further is read.
+    chosen = set(map(str, job.selection.get("ids") or ()))
     try:
         while job.done < job.total:
             job.refresh_from_db(fields=["state", "run_token"])
@@ -201,6 +203,11 @@ def run(
                 if on_progress:
                     on_progress(job)
             if round_trip is not None:
+                break
+            if chosen and all(previous.get(i) not in (None, SKIPPED, "in flight") for i in chosen):
+                # Every chosen message was dealt with: the rest of the source is not read.
+                Job.objects.filter(pk=job.pk).update(total=F("done"))
+                job.refresh_from_db()
                 break
             if interval:
                 # The rate limit is on the messages acted on: a batch acting on n takes at

@@ -215,6 +215,9 @@ def as_json(job: Job) -> dict[str, Any]:
         # Of those kept: read on the way and not selected; the rest were kept for a reason.
         "passed_over": job.passed_over,
         "kept_for_a_reason": job.kept - job.passed_over,
+        # A job over messages chosen by id: how many were chosen, and dealt with so far.
+        "chosen": len(job.selection.get("ids") or ()) or None,
+        "chosen_done": job.replayed + job.discarded + job.failed + job.kept - job.passed_over,
         "failed": job.failed,
         "duplicates": job.duplicates,
         "progress": round(job.progress, 4),
