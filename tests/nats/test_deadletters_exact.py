@@ -120,7 +120,10 @@ def test_a_dry_run_filtered_to_one_stream_counts_its_dead_letters_exactly(
         )
         assert response.status_code == 201, response.content
         preview: dict[str, Any] = response.json()["preview"]
+        pages.append(f"/jobs/{response.json()['id']}/")
         return preview
+
+    pages: list[str] = []
 
     before = sent_by_server(nats["monitoring_url"])
     few = dry_run({"filter": {"stream": stream}})
@@ -136,6 +139,11 @@ def test_a_dry_run_filtered_to_one_stream_counts_its_dead_letters_exactly(
     assert many["counted"] == BULK and many["estimate"] == BULK, many
     assert many["looked_at"] == 1000
     assert many["gone"] == 1000  # their messages were never in a stream
+    shown = client_for("bob").get(pages[-1]).content.decode()
+    assert f"{BULK:,} would be taken: the server's count of the advisories on" in shown
+    assert (
+        f"Confirm: replay {BULK:,} messages" in shown and "about" not in shown.split("Dry run")[1]
+    )
 
     # A stream name no stream can have matches nothing, and reads nothing.
     none = dry_run({"filter": {"stream": "no such.stream"}})
