@@ -324,11 +324,7 @@ def count_below(client: DeadLetterClient, capture: str, subject: str | None, end
     on = subject or f"{ADVISORY_PREFIX}>"
     total = sum(n for k, n in subject_counts(client, capture, on).items() if advisory_subject(k))
     info = client.info(capture, fresh=True)
-    seq, after = max(end, info.first_seq), 0
-    while seq <= info.last_seq:
-        got, seq = client.read(capture, seq, 10_000, end=info.last_seq + 1, subject=on)
-        after += sum(1 for m in got if advisory_subject(m.subject))
-    return total - after
+    return total - _read_and_count(client, capture, on, max(end, info.first_seq), info.last_seq + 1)
 
 
 def count_between(
@@ -343,8 +339,15 @@ def count_between(
     info = client.info(capture, fresh=True)
     if lo <= info.first_seq:
         return count_below(client, capture, subject, hi)
-    on, seq, found = subject or f"{ADVISORY_PREFIX}>", lo, 0
-    while seq < min(hi, info.last_seq + 1):
+    on = subject or f"{ADVISORY_PREFIX}>"
+    return _read_and_count(client, capture, on, lo, min(hi, info.last_seq + 1))
+
+
+def _read_and_count(client: DeadLetterClient, capture: str, on: str, lo: int, hi: int) -> int:
+    """The advisories on subject `on` in [lo, hi), read (only they: the server picks
+    them) and counted."""
+    seq, found = lo, 0
+    while seq < hi:
         got, seq = client.read(capture, seq, 10_000, end=hi, subject=on)
         found += sum(1 for m in got if advisory_subject(m.subject))
     return found
