@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard.kinds import all_kinds
-from dashboard.views import api, deadletters, incidents, jobs, metrics, pages, publish
+from dashboard.views import api, deadletters, export, incidents, jobs, metrics, pages, publish
 
 # /brokers/<name>/
 broker_urls = [
@@ -14,6 +14,7 @@ broker_urls = [
     path("dead-letters/scan", deadletters.scan, name="deadletters-scan"),
     path("dead-letters/act", deadletters.act, name="deadletters-act"),
     path("dead-letters/edit", deadletters.edit, name="deadletters-edit"),
+    path("dead-letters/export", export.page_export, name="deadletters-export"),
     # Each kind's own pages (dashboard/kinds/<kind>/urls.py).
     *(route for kind in all_kinds() for route in kind.broker_urls()),
 ]
@@ -52,6 +53,9 @@ api_urls = [
     ),
     path("brokers/<str:name>/destinations/<path:key>", api.destination, name="api-destination"),
     path("brokers/<str:name>/publish", publish.api_publish, name="api-publish"),
+    path(
+        "brokers/<str:name>/dead-letters/export", export.api_export, name="api-deadletters-export"
+    ),
     *(path("brokers/<str:name>/", include(kind.api_urls())) for kind in all_kinds()),
     path("jobs", jobs.api_jobs, name="api-jobs"),
     path("jobs/<str:job_id>", jobs.api_job, name="api-job"),

@@ -23,6 +23,7 @@ NOT_PAGES = {
     "deadletters-scan",
     "deadletters-act",
     "deadletters-edit",
+    "deadletters-export",
     "deadletters-headers",
     "nats-deadletters-act",
     "nats-deadletters-edit",

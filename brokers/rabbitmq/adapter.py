@@ -5,7 +5,7 @@ Talks to: the management API (`/api/...`, port 15672 by default) through one
 a `BrokerError`), and the rabbitmq_prometheus plugin's detailed endpoint (port 15692,
 `brokers.rabbitmq.prometheus`) for the counts. AMQP (pika) is reserved for
 message browsing, publishing and moving (`brokers.rabbitmq.amqp`), imported
-only when `transfer`, `browse` or `publish` is first called.
+only when `transfer`, `walk`, `browse` or `publish` is first called.
 
 Options:
     management_url  http(s)://[user:password@]host:15672[/path-prefix]
@@ -68,10 +68,11 @@ from brokers.base import (
     Snapshot,
 )
 from brokers.rabbitmq import keys, monitor, prometheus
-from brokers.rabbitmq.management import ManagementAPI
+from brokers.rabbitmq.management import ManagementAPI, quote_path
 
 if TYPE_CHECKING:
     from brokers.rabbitmq.amqp import AmqpTransfer
+    from brokers.rabbitmq.walk import QueueWalk
 
 
 METRICS_SOURCES = ("auto", "prometheus", "management")
@@ -133,6 +134,20 @@ class RabbitMQ:
         from brokers.rabbitmq.amqp import AmqpTransfer
 
         return AmqpTransfer(self._amqp(), vhost, queue, prefetch=prefetch)
+
+    def walk(self, vhost: str, queue: str) -> QueueWalk:
+        """Every message of `queue` once, left as it was (brokers.rabbitmq.walk); BrokerError
+        if reading it all could harm it: a quorum queue with a delivery limit."""
+        from brokers.rabbitmq.walk import QueueWalk, walk_refusal
+
+        info = self.api.get("/api/queues" + quote_path(vhost, queue))
+        queue_type = info.get("type", "classic")
+        policy = dict(info.get("effective_policy_definition") or {})
+        limit = monitor.limits(info.get("arguments") or {}, policy).get("delivery-limit")
+        refusal = walk_refusal(queue_type, limit["value"] if limit else None)
+        if refusal:
+            raise BrokerError(refusal, retryable=False)
+        return QueueWalk(self._amqp(), self.api, vhost, queue, queue_type)
 
     def browse(
         self,

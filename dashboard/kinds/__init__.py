@@ -190,6 +190,16 @@ class Kind:
         """The broker session `job` reads its source through."""
         return self.jobs.transfer_for(job)
 
+    def export_reader(self, job: Job) -> Transfer:
+        """What an export of `job`'s source and selection reads (`job` is never saved):
+        by default the job's own read pass, of which the export only fetches."""
+        return self.transfer_for(job)
+
+    def export_effect(self, broker: Broker, key: str) -> str:
+        """What reading all of `key` does to it, "" for nothing. An export of a source
+        that reading changes needs the operator role, and its audit record says this."""
+        return ""
+
     def removes_originals(self, broker: Broker, fields: dict[str, Any]) -> bool:
         """True if the job would take messages off its source for good."""
         return False

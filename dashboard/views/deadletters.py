@@ -113,6 +113,10 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
             broker=broker, state__in=(Job.QUEUED, Job.RUNNING, Job.CANCELLING)
         ).exists(),
         "peek_limit": settings.SLUICE_PEEK_LIMIT,
+        # What downloading the source does to it: when something, only operators may.
+        "export_effect": kind_of(broker).export_effect(broker, current["queue"].key)
+        if current
+        else "",
     }
     return render(request, "dashboard/deadletters.html", ctx)
 

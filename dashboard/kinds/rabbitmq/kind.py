@@ -10,15 +10,17 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
 from brokers.base import Message
+from dashboard.collection.collector import adapter_for
 from dashboard.kinds import Kind
 from dashboard.kinds.rabbitmq import deadletters, detectors
 from dashboard.kinds.rabbitmq import jobs as job_routing
 from dashboard.kinds.rabbitmq import urls as kind_urls
 from dashboard.kinds.rabbitmq.views import messages
 from dashboard.kinds.rabbitmq.views.deadletters import RabbitDeadLetters
-from dashboard.models import Broker, Destination
+from dashboard.models import Broker, Destination, Job
 
 if TYPE_CHECKING:
+    from brokers.base import Transfer
     from dashboard.triage.findings import Limit
 
 
@@ -54,6 +56,21 @@ class RabbitMQ(Kind):
             return {}
         page = reverse("dashboard:messages", args=[dest.broker.name, "K"])[:-1]
         return {"browse": page + quote(dest.key, safe="")}
+
+    def export_reader(self, job: Job) -> Transfer:
+        """A walk of the whole queue: every message read once and put back as it was."""
+        dest = job_routing.source_of(job.broker, job.source)
+        walk: Transfer = adapter_for(job.broker).walk(dest.vhost, dest.name)  # type: ignore[attr-defined]
+        return walk
+
+    def export_effect(self, broker: Broker, key: str) -> str:
+        dest = Destination.objects.filter(broker=broker, key=key).first()
+        if dest is None or dest.type == "stream":
+            return ""
+        return (
+            "reading it all takes every message and puts it back in its place, marked "
+            "redelivered: a classic or quorum queue cannot be read otherwise"
+        )
 
     def dead_letter_keys(self, broker: Broker, among: list[Destination] | None = None) -> set[str]:
         return {found["queue"].key for found in deadletters.find(broker, among=among)}
