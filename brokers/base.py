@@ -262,6 +262,15 @@ class Transfer(Protocol):
 
 # -- capabilities -------------------------------------------------------------
 #
+class Sender(Protocol):
+    """A session publishing batches with confirmation, from no source of the broker's own
+    (an import): `send` as a `Transfer`'s."""
+
+    def send(self, batch: list[Outgoing]) -> list[Sent]: ...
+
+    def close(self) -> None: ...
+
+
 # One small protocol per thing a kind can do. Each adapter class implements
 # those it has and names the others in `lacks`, with the reason; each kind's
 # adapter module binds its class to every protocol it implements, so mypy

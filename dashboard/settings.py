@@ -288,6 +288,8 @@ SLUICE_NATS_CAPTURE_CHECK_MINUTES = env_int("SLUICE_NATS_CAPTURE_CHECK_MINUTES",
 SLUICE_NATS_DLQ_PATTERNS = env("SLUICE_NATS_DLQ_PATTERNS", "*_DLQ,*-dlq,*.dlq,DLQ_*,dlq.*")
 # How many head messages a dead-letter scan or a dry run reads.
 SLUICE_PEEK_LIMIT = env_int("SLUICE_PEEK_LIMIT", 1000, minimum=1)
+# The most messages one NDJSON import may hold (its lines are kept with the job).
+SLUICE_IMPORT_MAX_LINES = env_int("SLUICE_IMPORT_MAX_LINES", 1_000_000, minimum=1)
 # Triage: a consumer group whose oldest unread record is older than this is an incident
 # (alert rules may change it per group pattern).
 SLUICE_LAG_SECONDS = env_int("SLUICE_LAG_SECONDS", 600, minimum=1)

@@ -3,13 +3,24 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard.kinds import all_kinds
-from dashboard.views import api, deadletters, export, incidents, jobs, metrics, pages, publish
+from dashboard.views import (
+    api,
+    deadletters,
+    export,
+    imports,
+    incidents,
+    jobs,
+    metrics,
+    pages,
+    publish,
+)
 
 # /brokers/<name>/
 broker_urls = [
     path("", pages.broker_detail, name="broker-detail"),
     path("d/<path:key>", pages.destination_detail, name="destination-detail"),
     path("publish/", publish.publish, name="publish"),
+    path("import/", imports.page, name="import"),
     path("dead-letters/", deadletters.index, name="deadletters"),
     path("dead-letters/scan", deadletters.scan, name="deadletters-scan"),
     path("dead-letters/act", deadletters.act, name="deadletters-act"),
@@ -53,6 +64,7 @@ api_urls = [
     ),
     path("brokers/<str:name>/destinations/<path:key>", api.destination, name="api-destination"),
     path("brokers/<str:name>/publish", publish.api_publish, name="api-publish"),
+    path("brokers/<str:name>/import", imports.api_import, name="api-import"),
     path(
         "brokers/<str:name>/dead-letters/export", export.api_export, name="api-deadletters-export"
     ),

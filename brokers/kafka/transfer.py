@@ -391,3 +391,36 @@ def newest_headers(adapter: Any, topics: list[str], wanted: tuple[str, ...]) -> 
         raise BrokerError(f"reading the newest records: {exc}") from None
     finally:
         consumer.close()
+
+
+class TopicSender:
+    """Produces whole batches with acks=all for an import: each record's key is the message's
+    `routing_key` (the key as text, none when empty), its headers as given."""
+
+    def __init__(self, adapter: Any) -> None:
+        self._admin = adapter.client(KafkaAdminClient)
+        self._batches = BatchProducer(
+            self._admin, timeout_ms=max(10000, int(adapter.timeout * 3000))
+        )
+
+    def send(self, batch: list[Outgoing]) -> list[Sent]:
+        records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = [
+            (
+                o.exchange,
+                o.routing_key.encode("utf-8") if o.routing_key else None,
+                o.message.body if o.body is None else o.body,
+                outgoing_headers(o),
+            )
+            for o in batch
+        ]
+        try:
+            why = self._batches.send(records)
+        except errors.KafkaError as exc:
+            raise BrokerError(f"producing to {batch[0].exchange!r}: {exc}") from None
+        return [Sent(confirmed=True) if not w else Sent(confirmed=False, error=w) for w in why]
+
+    def close(self) -> None:
+        try:
+            self._admin.close()
+        except errors.KafkaError:
+            pass

@@ -379,3 +379,61 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+class SubjectSender:
+    """Publishes whole batches with JetStream for an import, each counted once its PubAck is in.
+
+    The headers go as given, under the rules a replay's copies follow: Nats-Rollup
+    and the message's own Nats-Msg-Id travel aside, Nats-Expected-* are dropped,
+    and `msg_id(outgoing)` names the copy, so that sending it again (a resumed
+    import) is dropped by the target stream within its duplicate window.
+    """
+
+    def __init__(
+        self,
+        client: DeadLetterClient,
+        msg_id: Callable[[Outgoing], str],
+        publish_timeout: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.msg_id = msg_id
+        self.publish_timeout = publish_timeout
+
+    def send(self, batch: list[Outgoing]) -> list[Sent]:
+        from brokers.nats.wire import header_problem
+
+        items: list[tuple[str, bytes, list[tuple[str, str]]]] = []
+        places: list[int] = []
+        results: list[Sent | None] = []
+        for outgoing in batch:
+            headers = [(name, _text(value)) for name, value in outgoing.headers.items()]
+            aside = {MSG_ID: ORIGINAL_MSG_ID}
+            headers = [
+                (ORIGINAL_ROLLUP if n.lower() == ROLLUP else aside.get(n, n), v)
+                for n, v in headers
+                if n not in DROPPED_HEADERS
+            ]
+            problem = next((p for n, v in headers if (p := header_problem(n, v))), "")
+            if problem or not outgoing.exchange:
+                results.append(Sent(False, error=problem or "no subject to send it to"))
+                continue
+            headers.append((MSG_ID, self.msg_id(outgoing)))
+            body = outgoing.message.body if outgoing.body is None else outgoing.body
+            places.append(len(results))
+            results.append(None)
+            items.append((outgoing.exchange, body, headers))
+        if items:
+            answers = self.client.publish_many(items, self.publish_timeout)
+            for place, (ack, error) in zip(places, answers, strict=True):
+                if ack is None:
+                    results[place] = Sent(False, error=error)
+                elif ack.duplicate:
+                    note = f"already in stream {ack.stream} (Nats-Msg-Id duplicate, seq {ack.seq})"
+                    results[place] = Sent(True, error=note)
+                else:
+                    results[place] = Sent(True)
+        return [r if r is not None else Sent(False, error="not sent") for r in results]
+
+    def close(self) -> None:
+        self.client.close()

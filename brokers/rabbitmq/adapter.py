@@ -72,6 +72,7 @@ from brokers.rabbitmq.management import ManagementAPI, quote_path
 
 if TYPE_CHECKING:
     from brokers.rabbitmq.amqp import AmqpTransfer
+    from brokers.rabbitmq.publish import ExchangeSender
     from brokers.rabbitmq.walk import QueueWalk
 
 
@@ -134,6 +135,12 @@ class RabbitMQ:
         from brokers.rabbitmq.amqp import AmqpTransfer
 
         return AmqpTransfer(self._amqp(), vhost, queue, prefetch=prefetch)
+
+    def sender(self, vhost: str) -> ExchangeSender:
+        """Confirmed, mandatory publishes of whole batches into `vhost` (an import)."""
+        from brokers.rabbitmq.publish import ExchangeSender
+
+        return ExchangeSender(self._amqp(), vhost)
 
     def walk(self, vhost: str, queue: str) -> QueueWalk:
         """Every message of `queue` once, left as it was (brokers.rabbitmq.walk); BrokerError

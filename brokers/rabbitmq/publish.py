@@ -328,3 +328,18 @@ def publish(
     if sent.error and sent.error != "broker refused (nack)":
         raise BrokerError(sent.error, retryable=False)
     return Published(confirmed=sent.confirmed, routed=sent.routed)
+
+
+class ExchangeSender:
+    """Confirmed, mandatory publishes of whole batches into one vhost, for an import."""
+
+    def __init__(self, amqp_url: str, vhost: str, timeout: float = 10.0) -> None:
+        self._conn = _Connection(amqp_url, vhost, timeout)
+        self._publisher = _Publisher(self._conn)
+
+    def send(self, batch: list[Outgoing]) -> list[Sent]:
+        return self._publisher.send(batch)
+
+    def close(self) -> None:
+        self._publisher.close()
+        self._conn.close()

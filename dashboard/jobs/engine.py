@@ -50,7 +50,9 @@ PASS = "sluice-pass"
 KEPT_BECAUSE = "sluice-kept-because"
 
 # Outcomes recorded per message.
-REPLAYED, MOVED, DISCARDED = "replayed", "moved", "discarded"
+REPLAYED, MOVED, DISCARDED, PUBLISHED = "replayed", "moved", "discarded", "published"
+# What a message that reached its destination is recorded as, by the job's action.
+SENT_AS = {"replay": REPLAYED, "move": MOVED, "import": PUBLISHED}
 UNROUTABLE, FAILED, SKIPPED, NO_ORIGIN = (
     "kept: unroutable",
     "kept: failed",
@@ -234,12 +236,12 @@ def _one_batch(
     Job.objects.filter(pk=job.pk).update(in_flight=ids, heartbeat=timezone.now())
     # Step 2: send, and wait for every confirm.
     results: list[Sent] = transfer.send(plan.send) if plan.send else []
-    duplicates = sum(1 for i in ids if previous.get(i) in (REPLAYED, MOVED, "in flight"))
+    duplicates = sum(1 for i in ids if previous.get(i) in (*SENT_AS.values(), "in flight"))
     sent_ok: list[Message] = []
     for index, outgoing, result in zip(plan.send_index, plan.send, results, strict=True):
         if result.confirmed and result.routed:
             sent_ok.append(outgoing.message)
-            plan.outcomes[index][1] = REPLAYED if job.action == "replay" else MOVED
+            plan.outcomes[index][1] = SENT_AS[job.action]
             plan.outcomes[index][3] = result.error  # a remark, e.g. "already there (duplicate)"
         elif result.confirmed:
             plan.keep.append((outgoing.message, "unroutable"))
@@ -280,7 +282,7 @@ def _one_batch(
 def _count(items: list[list[Any]]) -> dict[str, int]:
     counts = {"sent": 0, "discarded": 0, "kept": 0, "failed": 0, "passed_over": 0}
     for _, outcome, _, _ in items:
-        if outcome in (REPLAYED, MOVED):
+        if outcome in SENT_AS.values():
             counts["sent"] += 1
         elif outcome == DISCARDED:
             counts["discarded"] += 1
@@ -337,7 +339,7 @@ def record_completion(job: Job) -> None:
     "failed" if the job failed or none did; "partial" if some did.
     """
     counts = tally(job)
-    delivered = counts[REPLAYED] + counts[MOVED] + counts[DISCARDED]
+    delivered = sum(counts[outcome] for outcome in SENT_AS.values()) + counts[DISCARDED]
     undelivered = counts[FAILED] + counts[UNROUTABLE] + counts[NO_ORIGIN]
     if job.state == Job.CANCELLED:
         result = "cancelled"

@@ -41,7 +41,10 @@ class NeedsConfirmation(Invalid):
 
 
 def removes_originals(broker: Broker, fields: dict[str, Any]) -> bool:
-    """True if the job would take messages off its source for good."""
+    """True if the job would take messages off its source for good (an import's source is
+    its file, which it only reads)."""
+    if fields["action"] == "import":
+        return False
     return kind_of(broker).removes_originals(broker, fields)
 
 

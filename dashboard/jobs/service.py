@@ -12,6 +12,7 @@ from dashboard.auth import audit
 from dashboard.celery import app as celery_app
 from dashboard.jobs import engine as jobs
 from dashboard.jobs import guard as jobguard
+from dashboard.jobs import imports
 from dashboard.jobs.guard import Invalid, NeedsConfirmation  # callers say jobservice.Invalid
 from dashboard.kinds import kind_of
 from dashboard.models import Broker, Job
@@ -23,11 +24,15 @@ JOB_FIELDS = ("action", "source", "selection", "target", "edit", "rate", "batch_
 
 def router(job: Job) -> Any:
     """The function that says where each message of `job` goes, or None for "keep it"."""
+    if job.action == imports.ACTION:
+        return imports.router(job)
     return kind_of(job.broker).router(job)
 
 
 def transfer_for(job: Job) -> Transfer:
-    """The broker session `job` reads its source through."""
+    """The broker session `job` reads its source through (an import: its file)."""
+    if job.action == imports.ACTION:
+        return imports.transfer_for(job)
     return kind_of(job.broker).transfer_for(job)
 
 

@@ -18,11 +18,13 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from django.http import HttpRequest, HttpResponse
     from django.urls import URLPattern, URLResolver
 
     from brokers.base import Destination as Dest
-    from brokers.base import Message, Transfer
+    from brokers.base import Message, Sender, Transfer
     from dashboard.models import Broker, Destination, Job
     from dashboard.triage.findings import Limit
 
@@ -62,6 +64,14 @@ class JobRouting(Protocol):
 
     def transfer_for(self, job: Job) -> Transfer: ...
 
+    def import_target(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    def import_route(self, target: dict[str, Any]) -> Callable[[Message], tuple[str, str]]: ...
+
+    def import_sender(self, broker: Broker, target: dict[str, Any], job: Job) -> Sender: ...
+
+    def import_label(self, target: dict[str, Any]) -> str: ...
+
 
 class KindUrls(Protocol):
     """A kind's urls module (dashboard/kinds/<kind>/urls.py), mounted by dashboard/urls.py."""
@@ -96,6 +106,8 @@ class Kind:
     # The dead-letter edit page (templates/dashboard/deadletter_edit.html).
     edit_target_template: ClassVar[str] = ""  # fields saying where the copy goes
     edit_note_template: ClassVar[str] = ""  # what else the kind refuses in an edit
+    # The import page's fields saying where the messages go (templates/dashboard/import.html).
+    import_fields_template: ClassVar[str] = ""
     x_headers_owner: ClassVar[str] = "the broker"  # who writes the x- headers it keeps
     # The URL name of the page listing its dead letters, under /brokers/<name>/.
     dead_letters_page: ClassVar[str] = "dashboard:deadletters"
@@ -189,6 +201,27 @@ class Kind:
     def transfer_for(self, job: Job) -> Transfer:
         """The broker session `job` reads its source through."""
         return self.jobs.transfer_for(job)
+
+    # -- imports (dashboard.jobs.imports) -------------------------------------------
+
+    def import_target(self, broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+        """Where an import publishes, from the request's fields (text); jobguard.Invalid
+        saying what is wrong. Stored as the job's `target`."""
+        return self.jobs.import_target(broker, data)
+
+    def import_route(self, target: dict[str, Any]) -> Callable[[Message], tuple[str, str]]:
+        """(exchange, topic or subject; routing key or record key) of each imported message."""
+        return self.jobs.import_route(target)
+
+    def import_sender(self, broker: Broker, target: dict[str, Any], job: Job) -> Sender:
+        """The confirmed publishing session an import of `job` sends through."""
+        return self.jobs.import_sender(broker, target, job)
+
+    def import_label(self, target: dict[str, Any]) -> str:
+        """Where an import goes, in words, for its page."""
+        return self.jobs.import_label(target)
+
+    # -- exports (dashboard.jobs.export) --------------------------------------------
 
     def export_reader(self, job: Job) -> Transfer:
         """What an export of `job`'s source and selection reads (`job` is never saved):

@@ -39,6 +39,7 @@ __all__ = [
     "DeliveryAttempt",
     "Destination",
     "Gap",
+    "ImportLines",
     "Incident",
     "Job",
     "JobChunk",
@@ -307,7 +308,7 @@ class Job(models.Model):
 
     QUEUED, PREVIEW, RUNNING, CANCELLING = "queued", "preview", "running", "cancelling"
     CANCELLED, DONE, FAILED = "cancelled", "done", "failed"
-    ACTIONS = [("replay", "replay"), ("move", "move"), ("discard", "discard")]
+    ACTIONS = [("replay", "replay"), ("move", "move"), ("discard", "discard"), ("import", "import")]
     FINISHED = (CANCELLED, DONE, FAILED)
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -406,6 +407,24 @@ class JobChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}#{self.n}"
+
+
+class ImportLines(models.Model):
+    """Lines of an NDJSON file an import job publishes, checked, in blocks of up to 1,000.
+
+    `first` is the 0-based number of the block's first line; `lines` the block's lines,
+    each ending in a newline. They go with their job.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="import_lines")
+    first = models.PositiveIntegerField()
+    lines = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "first"], name="import_block")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}@{self.first}"
 
 
 class DeadLetterScan(models.Model):

@@ -8,7 +8,10 @@ and not yet recorded. Each kind replays as many messages as it did alone before
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
+import requests
 
 from tests.app_fixtures import wait_for
 from tests.contract.flow import mid_batch, start_job
@@ -43,3 +46,44 @@ def test_kill_the_worker_mid_replay_then_resume_loses_nothing(stack, kind: Regis
     assert twice <= final["duplicates"], "every duplicate is counted by the job"
     assert twice == 0 or not kind.drops_resent_copies, "the target stored a resent copy"
     assert kind.count_source(src) == (0 if kind.drains else count)
+
+
+@pytest.mark.timeout(600)
+def test_kill_the_worker_mid_import_then_resume_loses_nothing(stack, kind: Registration) -> None:
+    """An export imported into an origin as a job, the worker killed with a batch out."""
+    kind.require("transfer")
+    count = kind.kill_count // 2
+    src = kind.dead_letters(count)
+    api = stack.api_client("bob", "operator")
+    api.collected(kind.broker_name, src.key)
+    auth = {"Authorization": f"Bearer {stack.token('bob', 'operator')}"}
+    base = f"{stack.url}/api/v1/brokers/{kind.broker_name}"
+    exported = requests.post(
+        f"{base}/dead-letters/export", json={"source": src.key}, headers=auth, timeout=300
+    )
+    assert exported.status_code == 200 and exported.content.count(b"\n") == count
+    created = requests.post(
+        f"{base}/import",
+        params={**kind.import_to(src, 0), "batch_size": "1000", "name": "all.ndjson"},
+        data=exported.content,
+        headers={**auth, "Content-Type": "application/x-ndjson"},
+        timeout=300,
+    )
+    assert created.status_code == 201, created.text[:300]
+    job = api("POST", f"/jobs/{created.json()['id']}/start")
+    wait_for(lambda: mid_batch(stack, job["id"], count // 4), timeout=120, every=0.002)
+
+    at_kill, final = stack.kill_and_resume(api, job["id"])
+    assert count // 4 <= at_kill["done"] < count, "the worker was not killed mid-import"
+    delivered = kind.copy_bodies(src)
+    lost = set(src.bodies) - set(delivered)
+    twice = sum(n - 1 for n in delivered.values())
+    print(
+        f"\n{kind.name} import: killed at {at_kill['done']:,} of {count:,}; after resume "
+        f"{len(delivered):,} delivered, {twice} twice (the job counted {final['duplicates']}), "
+        f"{len(lost)} lost"
+    )
+    assert lost == set()
+    assert final["state"] == "done" and final["replayed"] >= count
+    assert twice <= final["duplicates"], "every duplicate is counted by the job"
+    assert kind.source_bodies(src) == Counter(src.bodies)  # an import reads only its file

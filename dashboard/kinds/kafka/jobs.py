@@ -17,7 +17,7 @@ from django.conf import settings
 from kafka import KafkaConsumer
 
 from brokers.base import BrokerError, Message
-from brokers.kafka.transfer import LogTransfer, log_range, origin_topic, peek
+from brokers.kafka.transfer import LogTransfer, TopicSender, log_range, origin_topic, peek
 from dashboard.collection.collector import adapter_for
 from dashboard.jobs import deadletters
 from dashboard.jobs import engine as jobs
@@ -196,3 +196,27 @@ def preview(broker: Broker, fields: dict[str, Any]) -> dict[str, Any]:
         "origin_unknown": unknown,
         "ranges": {p: list(r) for p, r in sorted(ranges.items())},
     }
+
+
+# -- imports (dashboard.jobs.imports) ---------------------------------------------------
+
+
+def import_target(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+    """{"topic"}: a topic the last collection saw; each record keyed as in the file."""
+    topic = data.get("topic")
+    if not isinstance(topic, str) or not topic:
+        raise Invalid('say which "topic" to produce to')
+    return {"topic": topic_of(broker, f"topic/{topic.removeprefix('topic/')}").name}
+
+
+def import_route(target: dict[str, Any]) -> Any:
+    topic = target["topic"]
+    return lambda message: (topic, message.routing_key)
+
+
+def import_sender(broker: Broker, target: dict[str, Any], job: Job) -> TopicSender:
+    return TopicSender(adapter_for(broker))
+
+
+def import_label(target: dict[str, Any]) -> str:
+    return f"topic {target['topic']!r}, each record with the key the file gives it"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 class Kafka(Kind):
     name = "kafka"
+    import_fields_template = "dashboard/kafka/import_fields.html"
     label = "Kafka"
     jobs = job_routing
     urls = kind_urls

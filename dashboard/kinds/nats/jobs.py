@@ -31,7 +31,12 @@ from brokers.nats.deadletters import (
     reason_kind,
 )
 from brokers.nats.pipeline import DeadLetterClient
-from brokers.nats.transfer import SequenceTransfer, origin_subject, read_dead_letters
+from brokers.nats.transfer import (
+    SequenceTransfer,
+    SubjectSender,
+    origin_subject,
+    read_dead_letters,
+)
 from brokers.nats.wire import STREAM_NAME, header_problem
 from dashboard.jobs import deadletters
 from dashboard.jobs import engine as jobs
@@ -357,3 +362,40 @@ def _check_targets(
             f" (stream {info.name}; a repeat within {info.duplicate_window:g} s is dropped)"
         )
     return warnings, windows
+
+
+# -- imports (dashboard.jobs.imports) ---------------------------------------------------
+
+
+def import_target(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+    """{"subject"}: one subject a stream stores, or {} for each message's own subject."""
+    subject = _destination(data.get("subject"))
+    if subject:
+        try:
+            with client_for(broker, "sluice-import-check") as client:
+                if not client.streams_for(subject):
+                    raise Invalid(
+                        f"no stream stores subject {subject!r}: JetStream would refuse every copy"
+                    )
+        except BrokerError as exc:
+            raise Invalid(f"could not reach {broker.name}: {exc}") from None
+        return {"subject": subject}
+    return {}
+
+
+def import_route(target: dict[str, Any]) -> Any:
+    fixed = target.get("subject")
+    return lambda message: (fixed or message.routing_key or message.exchange, "")
+
+
+def import_sender(broker: Broker, target: dict[str, Any], job: Job) -> SubjectSender:
+    return SubjectSender(
+        client_for(broker, "sluice-import"),
+        lambda out: f"sluice-import:{job.public_id}:{out.message.position}",
+    )
+
+
+def import_label(target: dict[str, Any]) -> str:
+    if target.get("subject"):
+        return f"subject {target['subject']!r}"
+    return "each message's own subject"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 class Nats(Kind):
     name = "nats"
+    import_fields_template = "dashboard/nats/import_fields.html"
     label = "NATS"
     jobs = job_routing
     urls = kind_urls

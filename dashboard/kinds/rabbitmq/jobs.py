@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from brokers.base import BrokerError, Message, Transfer
+from brokers.rabbitmq.management import quote_path
 from dashboard.collection.collector import adapter_for
 from dashboard.jobs import deadletters
 from dashboard.jobs import engine as jobs
@@ -159,3 +160,52 @@ def removes_originals(broker: Broker, fields: dict[str, Any]) -> bool:
     source = Destination.objects.filter(broker=broker, key=fields["source"]).first()
     # A stream is read from an offset; acknowledging a read removes nothing.
     return source is None or source.type != "stream"
+
+
+# -- imports (dashboard.jobs.imports) ---------------------------------------------------
+
+
+def import_target(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
+    """{"vhost", "exchange", "routing_key"} from `vhost` (default "/") and `queue`, or
+    `exchange` and `routing_key` (none: each message's own); the vhost and exchange
+    must exist."""
+    vhost = str(data.get("vhost") or "/")
+    exchange, key = data.get("exchange"), data.get("routing_key")
+    if data.get("queue"):
+        exchange, key = "", str(data["queue"])
+    if exchange is None:
+        raise Invalid(
+            'say where to publish: a "queue", or an "exchange" (with a "routing_key", '
+            "or none for each message's own)"
+        )
+    target = {"vhost": vhost, "exchange": str(exchange), "routing_key": key}
+    if key is not None:
+        target["routing_key"] = str(key)
+    if any(len(str(v).encode()) > 255 for v in (target["exchange"], key or "")):
+        raise Invalid("exchange names and routing keys are at most 255 bytes")
+    adapter = adapter_for(broker)
+    try:
+        adapter.api.get("/api/vhosts" + quote_path(vhost))  # type: ignore[attr-defined]
+        if target["exchange"]:
+            adapter.api.get("/api/exchanges" + quote_path(vhost, target["exchange"]))  # type: ignore[attr-defined]
+    except BrokerError as exc:
+        raise Invalid(f"cannot publish to {import_label(target)}: {exc}") from None
+    return target
+
+
+def import_route(target: dict[str, Any]) -> Any:
+    exchange, key = target["exchange"], target["routing_key"]
+    if key is None:
+        return lambda message: (exchange, message.routing_key)
+    return lambda message: (exchange, key)
+
+
+def import_sender(broker: Broker, target: dict[str, Any], job: Job) -> Any:
+    return adapter_for(broker).sender(target["vhost"])  # type: ignore[attr-defined]
+
+
+def import_label(target: dict[str, Any]) -> str:
+    where = f"exchange {target['exchange']!r}" if target["exchange"] else "the default exchange"
+    key = target["routing_key"]
+    keyed = "each message's own routing key" if key is None else f"routing key {key!r}"
+    return f"{where} of vhost {target['vhost']!r}, {keyed}"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 class RabbitMQ(Kind):
     name = "rabbitmq"
+    import_fields_template = "dashboard/rabbitmq/import_fields.html"
     label = "RabbitMQ"
     jobs = job_routing
     urls = kind_urls

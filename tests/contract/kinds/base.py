@@ -125,5 +125,9 @@ class Registration:
         """Job requests this kind refuses, each with words of the refusal."""
         raise NotImplementedError
 
+    def import_to(self, src: Source, origin: int) -> dict[str, str]:
+        """Query parameters of POST /api/v1/brokers/<name>/import that publish into `origin`."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError

@@ -125,6 +125,9 @@ class Kafka(Registration):
     def publish_request(self, src: Source, body: str, headers: dict[str, str]) -> dict[str, Any]:
         return {"topic": src.names["dlt"], "key": "contract", "body": body, "headers": headers}
 
+    def import_to(self, src: Source, origin: int) -> dict[str, str]:
+        return {"topic": src.names["origins"][origin]}
+
     def bad_requests(self, src: Source) -> list[tuple[dict[str, Any], str]]:
         dlt = src.names["dlt"]
         return [

@@ -139,6 +139,10 @@ class Nats(Registration):
         u = src.names["dlq"].removeprefix("C_").removesuffix("_DLQ")
         return {"subject": f"c.{u}.dlq", "body": body, "headers": headers}
 
+    def import_to(self, src: Source, origin: int) -> dict[str, str]:
+        u = src.names["dlq"].removeprefix("C_").removesuffix("_DLQ")
+        return {"subject": f"c.{u}.{'ab'[origin]}.in"}
+
     def bad_requests(self, src: Source) -> list[tuple[dict[str, Any], str]]:
         one = src.ids[0]
 

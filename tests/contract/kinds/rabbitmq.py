@@ -156,6 +156,9 @@ class RabbitMQ(Registration):
             "headers": headers,
         }
 
+    def import_to(self, src: Source, origin: int) -> dict[str, str]:
+        return {"vhost": "/", "queue": src.names["origins"][origin]}
+
     def bad_requests(self, src: Source) -> list[tuple[dict[str, Any], str]]:
         return [
             ({"source": "//nope"}, "no queue"),
