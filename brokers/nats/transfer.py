@@ -294,17 +294,7 @@ class SequenceTransfer:
             places.append(len(results))
             results.append(None)
             items.append((outgoing.exchange, body, headers))
-        if items:
-            answers = self.client.publish_many(items, self.publish_timeout)
-            for place, (ack, error) in zip(places, answers, strict=True):
-                if ack is None:
-                    results[place] = Sent(False, error=error)
-                elif ack.duplicate:
-                    note = f"already in stream {ack.stream} (Nats-Msg-Id duplicate, seq {ack.seq})"
-                    results[place] = Sent(True, error=note)
-                else:
-                    results[place] = Sent(True)
-        return [r if r is not None else Sent(False, error="not sent") for r in results]
+        return publish_all(self.client, items, places, results, self.publish_timeout)
 
     def settle(self, messages: list[Message]) -> None:
         # Called once per batch, after `keep` for the kept ones: the whole
@@ -343,6 +333,30 @@ class SequenceTransfer:
             by_stream.setdefault(str(stream), []).append(int(seq))
         for stream, seqs in by_stream.items():
             self.client.delete_each(stream, seqs)
+
+
+def publish_all(
+    client: DeadLetterClient,
+    items: list[tuple[str, bytes, list[tuple[str, str]]]],
+    places: list[int],
+    results: list[Sent | None],
+    timeout: float,
+) -> list[Sent]:
+    """Publish `items` pipelined; `results` with the answer of each put at its place.
+
+    A "duplicate" PubAck counts as delivered: the target stream holds that copy already.
+    """
+    if items:
+        answers = client.publish_many(items, timeout)
+        for place, (ack, error) in zip(places, answers, strict=True):
+            if ack is None:
+                results[place] = Sent(False, error=error)
+            elif ack.duplicate:
+                note = f"already in stream {ack.stream} (Nats-Msg-Id duplicate, seq {ack.seq})"
+                results[place] = Sent(True, error=note)
+            else:
+                results[place] = Sent(True)
+    return [r if r is not None else Sent(False, error="not sent") for r in results]
 
 
 def copy_headers(outgoing: Outgoing, held: Held) -> list[tuple[str, str]]:
@@ -423,17 +437,7 @@ class SubjectSender:
             places.append(len(results))
             results.append(None)
             items.append((outgoing.exchange, body, headers))
-        if items:
-            answers = self.client.publish_many(items, self.publish_timeout)
-            for place, (ack, error) in zip(places, answers, strict=True):
-                if ack is None:
-                    results[place] = Sent(False, error=error)
-                elif ack.duplicate:
-                    note = f"already in stream {ack.stream} (Nats-Msg-Id duplicate, seq {ack.seq})"
-                    results[place] = Sent(True, error=note)
-                else:
-                    results[place] = Sent(True)
-        return [r if r is not None else Sent(False, error="not sent") for r in results]
+        return publish_all(self.client, items, places, results, self.publish_timeout)
 
     def close(self) -> None:
         self.client.close()
