@@ -89,7 +89,7 @@ def test_an_unreachable_broker_gets_a_clear_error_and_no_download(
     assert page.status_code == 302 and page["Location"].endswith("?queue=//orders.dlq")
     shown = bob.get(page["Location"]).content.decode()
     assert "Not exported: could not read //orders.dlq" in shown
-    assert not AuditEntry.objects.filter(action="deadletters.export").exists()
+    assert not AuditEntry.objects.filter(action="messages.export").exists()
 
 
 def test_the_page_offers_the_download_to_those_who_may_and_says_what_it_does(

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000
 FETCH_TIMEOUT = 2.0
-ACTION = "deadletters.export"
+ACTION = "messages.export"
 
 
 def _json_default(value: Any) -> Any:
@@ -79,6 +79,28 @@ def line(message: Message, death_info: DeathInfo) -> bytes:
     return text.encode("ascii") + b"\n"
 
 
+def of_dead_letters(user: Any, broker: Broker, source: str, selection: Any) -> Export:
+    """An export of a dead-letter source's messages that `selection` (as a job's) chooses.
+
+    The same checks a replay of this selection would pass, fixing its range now;
+    the kind's reader is the job's read pass (`Kind.export_reader`).
+    """
+    kind = kind_of(broker)
+    fields = kind.check_job(broker, {"action": "replay", "source": source, "selection": selection})
+    chosen: dict[str, Any] = fields["selection"]
+    job = Job(broker=broker, created_by=user.get_username(), **fields)  # never saved
+    return Export(
+        user,
+        broker,
+        fields["source"],
+        chosen,
+        deadletters.selector(chosen, kind.death_info),
+        lambda: kind.export_reader(job),
+        effect=kind.export_effect(broker, fields["source"]),
+        wanted=set(chosen["ids"]) if "ids" in chosen else None,
+    )
+
+
 def filename(broker: Broker, source: str, now: datetime | None = None) -> str:
     """`<broker>-<source>-<UTC time>.ndjson`, with anything but [A-Za-z0-9._-] as "_"."""
     moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
@@ -88,27 +110,32 @@ def filename(broker: Broker, source: str, now: datetime | None = None) -> str:
 
 
 class Export:
-    """One export of a dead-letter source: checked when made, read from `open()` on.
+    """One export: what to read and what of it to write, read from `open()` on.
 
-    Iterate it (or stream `for_asgi()` under ASGI) for the NDJSON bytes; once
-    opened, `close()` always ends it, read to the end or not, and writes the
-    audit record once.
+    `selected` says which messages are written, `open_reader` gives the reader;
+    `selection` is what the audit record says was chosen, and `effect` what
+    reading did to the source ("" for nothing). Iterate it (or stream
+    `for_asgi()` under ASGI) for the NDJSON bytes; once opened, `close()` always
+    ends it, read to the end or not, and writes the audit record once.
     """
 
-    def __init__(self, user: Any, broker: Broker, source: str, selection: Any) -> None:
+    def __init__(
+        self,
+        user: Any,
+        broker: Broker,
+        source: str,
+        selection: dict[str, Any],
+        selected: Callable[[Message], bool],
+        open_reader: Callable[[], Transfer],
+        effect: str = "",
+        wanted: set[str] | None = None,
+    ) -> None:
         self.user, self.broker = user, broker
-        kind = kind_of(broker)
-        # The same checks a replay of this selection would pass, fixing its range now.
-        fields = kind.check_job(
-            broker, {"action": "replay", "source": source, "selection": selection}
-        )
-        self.source = fields["source"]
-        self.selection: dict[str, Any] = fields["selection"]
-        self.effect = kind.export_effect(broker, self.source)
-        self._death_info: DeathInfo = kind.death_info
-        self._selected = deadletters.selector(self.selection, self._death_info)
-        self._wanted = set(self.selection["ids"]) if "ids" in self.selection else None
-        self._fields = fields
+        self.source, self.selection, self.effect = source, selection, effect
+        self._death_info: DeathInfo = kind_of(broker).death_info
+        self._selected = selected
+        self._open_reader = open_reader
+        self._wanted = wanted  # ids: once each is written, nothing further is read
         self._reader: Transfer | None = None
         self.read = self.count = self.bytes = 0
         self.complete = False
@@ -119,10 +146,8 @@ class Export:
 
     def open(self) -> Export:
         """Start reading the source; Invalid if the broker cannot be read."""
-        kind = kind_of(self.broker)
-        job = Job(broker=self.broker, created_by=self.user.get_username(), **self._fields)
         try:
-            self._reader = kind.export_reader(job)
+            self._reader = self._open_reader()
         except BrokerError as exc:
             raise Invalid(f"could not read {self.source}: {exc}") from None
         self._started = time.monotonic()

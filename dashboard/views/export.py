@@ -38,7 +38,8 @@ FORM_FIELDS = (
 )
 
 
-def _download(request: HttpRequest, export: exports.Export) -> StreamingHttpResponse:
+def download(request: HttpRequest, export: exports.Export) -> StreamingHttpResponse:
+    """The export as an NDJSON attachment, streamed as it is read."""
     # Under ASGI, Django would read a sync iterator whole before sending it.
     content: Any = export.for_asgi() if isinstance(request, ASGIRequest) else export
     response = StreamingHttpResponse(content, content_type="application/x-ndjson")
@@ -60,7 +61,7 @@ def _prepared(request: HttpRequest, name: str, source: Any, selection: Any) -> e
     # Asked first, of the stored topology alone: a viewer learns nothing more of the broker.
     if kind_of(broker).export_effect(broker, source) and not has_role(request.user, OPERATOR):
         raise _NeedsOperator
-    return exports.Export(request.user, broker, source, selection).open()
+    return exports.of_dead_letters(request.user, broker, source, selection).open()
 
 
 @require_POST
@@ -80,7 +81,7 @@ def page_export(request: HttpRequest, name: str) -> HttpResponse:
     except Invalid as exc:
         flash.error(request, f"Not exported: {exc}")
         return redirect(back)
-    return _download(request, export)
+    return download(request, export)
 
 
 @require_POST
@@ -97,4 +98,4 @@ def api_export(request: HttpRequest, name: str) -> HttpResponse:
         return forbidden(request, OPERATOR)
     except Invalid as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    return _download(request, export)
+    return download(request, export)

@@ -49,7 +49,7 @@ def test_an_export_holds_every_message_once_and_leaves_the_source_as_it_was(
     assert all(isinstance(o["headers"], dict) and "death" in o for o in objects)
     # Looking changed nothing that is there.
     assert kind.source_bodies(src) == Counter(src.bodies)
-    entry = AuditEntry.objects.get(action="deadletters.export")
+    entry = AuditEntry.objects.get(action="messages.export")
     assert (entry.user, entry.broker, entry.destination) == ("bob", broker.name, src.key)
     assert (entry.count, entry.result) == (6, "ok")
     assert entry.detail["sha256"] == hashlib.sha256(data).hexdigest()
@@ -69,7 +69,7 @@ def test_an_export_of_chosen_messages_holds_those_alone(
     assert sorted(o["id"] for o in objects) == sorted(chosen)
     assert sorted(body_of(o) for o in objects) == sorted([src.bodies[1], src.bodies[6]])
     assert kind.source_bodies(src) == Counter(src.bodies)
-    entry = AuditEntry.objects.get(action="deadletters.export")
+    entry = AuditEntry.objects.get(action="messages.export")
     assert entry.count == 2 and entry.detail["selection"] == {"ids": chosen}
 
 
@@ -91,5 +91,5 @@ def test_a_bad_export_request_gets_a_clear_error_and_reads_nothing(
         assert words in response.json()["error"], (body, response.json())
     response = api.raw("POST", f"/brokers/{broker.name}/dead-letters/export", "[1, 2")
     assert response.status_code == 400
-    assert not AuditEntry.objects.filter(action="deadletters.export").exists()
+    assert not AuditEntry.objects.filter(action="messages.export").exists()
     assert kind.source_bodies(src) == Counter(src.bodies)

@@ -70,7 +70,7 @@ def test_a_classic_queue_is_walked_whole_and_put_back_in_order(
     drained = t.drain(queue)
     assert [body for _, _, body in drained] == bodies
     assert all(method.redelivered for method, _, _ in drained)
-    entry = AuditEntry.objects.get(action="deadletters.export")
+    entry = AuditEntry.objects.get(action="messages.export")
     assert entry.count == len(bodies) and entry.result == "ok"
     assert "redelivered" in entry.detail["effect"]
 
@@ -86,7 +86,7 @@ def test_a_walk_cut_off_half_way_puts_every_message_back(
     first = next(chunks)  # one batch read, 1,000 messages held unacknowledged
     assert len(first.splitlines()) == 1000
     response.close()  # the browser went away
-    entry = AuditEntry.objects.get(action="deadletters.export")
+    entry = AuditEntry.objects.get(action="messages.export")
     assert (entry.count, entry.result) == (1000, "partial")
     assert entry.detail["stopped"] == "the download was cut off"
     assert [body for _, _, body in t.drain(queue)] == [f"message {i}".encode() for i in range(2500)]
@@ -103,7 +103,7 @@ def test_a_stream_is_read_by_offset_and_a_viewer_may_export_it(
     objects = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
     assert [o["position"] for o in objects] == list(range(30))
     assert [o["body"] for o in objects] == [f"message {i}" for i in range(30)]
-    entry = AuditEntry.objects.get(action="deadletters.export")
+    entry = AuditEntry.objects.get(action="messages.export")
     assert entry.count == 30 and "effect" not in entry.detail
 
 
@@ -116,7 +116,7 @@ def test_a_quorum_queue_with_a_delivery_limit_is_not_read(
     response = export(client, token_for("bob"), collected(rabbit_broker, queue))
     assert response.status_code == 400
     assert "delivery limit of 3" in response.json()["error"]
-    assert not AuditEntry.objects.filter(action="deadletters.export").exists()
+    assert not AuditEntry.objects.filter(action="messages.export").exists()
     drained = t.drain(queue)
     assert len(drained) == 5
     assert not any(method.redelivered for method, _, _ in drained)

@@ -20,13 +20,15 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from brokers.base import BrokerError
+from brokers.base import BrokerError, Message
 from brokers.kafka.adapter import Kafka
 from brokers.kafka.browse import Record, TopicReader
 from brokers.kafka.filters import FilterError, compile_filters
+from brokers.kafka.transfer import LogTransfer
 from dashboard.auth import audit
 from dashboard.celery import app as celery_app
 from dashboard.collection.collector import adapter_for
+from dashboard.jobs.export import Export
 from dashboard.models import Broker, Search
 from dashboard.views.messageview import shown_bytes
 
@@ -233,3 +235,35 @@ def as_json(search: Search) -> dict[str, Any]:
         "finished_at": search.finished_at.isoformat() if search.finished_at else None,
         "results": search.results,
     }
+
+
+class _Record:
+    """What the search's filters read of a record (brokers.kafka.filters.RecordLike), from
+    a message as `brokers.kafka.transfer.as_message` made it."""
+
+    __slots__ = ("headers", "key", "value")
+
+    def __init__(self, message: Message) -> None:
+        _, _, self.key, self.headers, self.value = message.handle
+
+
+def export(user: Any, search: Search) -> Export:
+    """Every match of `search` as an export: the ranges it scanned read again through the
+    same filters, so the file holds all of them, not only the RESULT_LIMIT kept."""
+    if not search.partitions:
+        raise Invalid("this search has not fixed its offsets yet: export it once it runs")
+    matcher = compile_filters(search.filters)
+    ranges = {int(p): (int(s), int(e)) for p, (s, e) in search.partitions.items()}
+    broker = search.broker
+
+    def reader() -> LogTransfer:
+        return LogTransfer(kafka_adapter(broker), search.topic, ranges, {}, lambda _: None)
+
+    return Export(
+        user,
+        broker,
+        f"topic/{search.topic}",
+        {"search": str(search.public_id), "filters": search.filters},
+        lambda message: matcher.matches(_Record(message)),
+        reader,
+    )

@@ -262,10 +262,16 @@ urlpatterns: list = [
 search_urlpatterns: list = [
     path("<str:search_id>/", kafka_searches.search_detail, name="search-detail"),
     path("<str:search_id>/cancel", kafka_searches.search_cancel, name="search-cancel"),
+    path("<str:search_id>/export", kafka_searches.search_export, name="search-export"),
 ]
 # Under /api/v1/brokers/<name>/
 api_urlpatterns: list = [
     path("topics/<str:topic>/messages", api_messages, name="api-kafka-messages"),
     path("topics/<str:topic>/searches", kafka_searches.api_start, name="api-kafka-search"),
     path("searches/<str:search_id>", kafka_searches.api_detail, name="api-kafka-search-detail"),
+    path(
+        "searches/<str:search_id>/export",
+        kafka_searches.api_export,
+        name="api-kafka-search-export",
+    ),
 ]

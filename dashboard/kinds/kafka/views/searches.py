@@ -20,9 +20,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from brokers import readable
 from brokers.readable import Unreadable
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
+from dashboard.jobs import guard as jobguard
 from dashboard.kinds.kafka import search as kafka_search
 from dashboard.models import Broker, Destination, Search
 from dashboard.views.api import error
+from dashboard.views.export import download
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import BadInput, json_object
 
@@ -112,6 +114,19 @@ def search_cancel(request: HttpRequest, search_id: str) -> HttpResponse:
     return redirect("dashboard:search-detail", search_id=found.public_id)
 
 
+@require_POST
+@require_role(VIEWER)
+def search_export(request: HttpRequest, search_id: str) -> HttpResponse:
+    """Every match of the search as NDJSON, read again over the offsets it scanned."""
+    found = get_search_or_404(search_id)
+    try:
+        export = kafka_search.export(request.user, found).open()
+    except (kafka_search.Invalid, jobguard.Invalid) as exc:
+        flash.error(request, f"Not exported: {exc}")
+        return redirect("dashboard:search-detail", search_id=found.public_id)
+    return download(request, export)
+
+
 # /api/v1/brokers/<name>/...
 
 
@@ -140,3 +155,17 @@ def api_detail(request: HttpRequest, name: str, search_id: str) -> JsonResponse:
     if found.broker.name != name:
         return error("No such search on this broker.", 404)
     return JsonResponse(kafka_search.as_json(found))
+
+
+@require_POST
+@require_role(VIEWER)
+def api_export(request: HttpRequest, name: str, search_id: str) -> HttpResponse:
+    """Every match of the search as NDJSON (as the page's download)."""
+    found = get_search_or_404(search_id)
+    if found.broker.name != name:
+        return error("No such search on this broker.", 404)
+    try:
+        export = kafka_search.export(request.user, found).open()
+    except (kafka_search.Invalid, jobguard.Invalid) as exc:
+        return error(str(exc), 400)
+    return download(request, export)
