@@ -260,3 +260,46 @@ def test_hostile_bodies_and_odd_names_render_inert(stack, browser, unique_name):
     finally:
         page.close()
         requests.delete(f"{api}/api/vhosts/{quote(vhost, safe='')}", auth=auth, timeout=10)
+
+
+def test_an_export_preview_of_hostile_dead_letters_stays_inert(stack, browser, unique_name):
+    """The file's first lines shown before a download: bodies as escaped text, nothing run."""
+    rabbit = stack.brokers["rabbitmq"]
+    queue = f"{unique_name} <i>x</i>.dlq"
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit["amqp_url"]))
+    ch = connection.channel()
+    ch.queue_declare(queue)
+    for body in HOSTILE[:4]:
+        ch.basic_publish("", queue, body, pika.BasicProperties(headers={"x-e": "<b>bold</b>"}))
+    connection.close()
+    page = browser.new_page()
+    dialogs = dismissed_dialogs(page)
+    try:
+        sign_in(page, stack)
+        url = f"{stack.url}/brokers/rabbit/dead-letters/?queue={quote('//' + queue)}"
+        for _ in range(30):
+            page.goto(url)
+            if page.get_by_role("button", name="preview").count():
+                break
+            page.wait_for_timeout(1000)
+        page.get_by_role("button", name="preview").click()
+        page.wait_for_load_state()
+        assert "Export of //" in page.locator("h1").inner_text()
+        text = page.locator("pre.ndjson").inner_text()
+        assert text.count("\n") >= len(HOSTILE[:4]) - 1
+        assert "\\u003cscript\\u003ewindow.pwned = 'script'\\u003c/script\\u003e" in text
+        assert "body_base64" in text  # the bodies that are not UTF-8
+        assert page.evaluate("window.pwned") is None and dialogs == []
+        assert page.locator("main img").count() == 0
+        assert page.locator("main script").count() == 0
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download all of it as NDJSON").or_(
+                page.get_by_role("button", name="Download it as NDJSON")
+            ).click()
+        saved = download.value.path()
+        with open(saved, "rb") as f:
+            assert f.read().count(b"\n") == len(HOSTILE[:4])
+        assert download.value.suggested_filename.endswith(".ndjson")
+    finally:
+        page.close()
+        delete_queue(rabbit["amqp_url"], queue)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 FETCH_TIMEOUT = 2.0
 ACTION = "messages.export"
+PREVIEW_ACTION = "messages.export.preview"  # a look at a file's first lines
 
 
 def _json_default(value: Any) -> Any:
@@ -132,6 +133,7 @@ class Export:
     ) -> None:
         self.user, self.broker = user, broker
         self.source, self.selection, self.effect = source, selection, effect
+        self.action = ACTION
         self._death_info: DeathInfo = kind_of(broker).death_info
         self._selected = selected
         self._open_reader = open_reader
@@ -215,18 +217,22 @@ class Export:
             self._reader = None
         audit(
             self.user,
-            ACTION,
+            self.action,
             broker=self.broker.name,
             destination=self.source,
             count=self.count,
-            result="ok" if self.complete else "partial",
+            result="ok" if self.complete or self.action != ACTION else "partial",
             selection=self.selection,
             read=self.read,
             bytes=self.bytes,
             sha256=self._digest.hexdigest(),
             seconds=round(time.monotonic() - self._started, 3),
             **({"error": self.error} if self.error else {}),
-            **({} if self.complete or self.error else {"stopped": "the download was cut off"}),
+            **(
+                {}
+                if self.complete or self.error or self.action != ACTION
+                else {"stopped": "the download was cut off"}
+            ),
             **({"effect": self.effect} if self.effect else {}),
         )
 

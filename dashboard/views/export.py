@@ -13,7 +13,7 @@ from typing import Any
 from django.contrib import messages as flash
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -25,6 +25,7 @@ from dashboard.views.deadletters import selection_from_form
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import BadInput, json_object
 
+PREVIEW_LINES = 20  # lines of the file a preview shows
 # Every kind's filter fields as its forms name them (NATS: stream, consumer, subject).
 FORM_FIELDS = (
     "reason",
@@ -81,7 +82,37 @@ def page_export(request: HttpRequest, name: str) -> HttpResponse:
     except Invalid as exc:
         flash.error(request, f"Not exported: {exc}")
         return redirect(back)
+    if post.get("preview"):
+        return _preview(request, export, back)
     return download(request, export)
+
+
+def _preview(request: HttpRequest, export: exports.Export, back: str) -> HttpResponse:
+    """The file's first lines as text, with the button that downloads all of it."""
+    export.action = exports.PREVIEW_ACTION
+    lines: list[str] = []
+    try:
+        for chunk in export:
+            lines += chunk.decode("ascii").splitlines()[: PREVIEW_LINES - len(lines)]
+            if len(lines) >= PREVIEW_LINES:
+                break
+    finally:
+        export.close()
+    hidden = [
+        (k, v)
+        for k in request.POST
+        if k not in ("csrfmiddlewaretoken", "preview")
+        for v in request.POST.getlist(k)
+    ]
+    ctx = {
+        "broker": export.broker,
+        "export": export,
+        "lines": lines,
+        "more": len(lines) >= PREVIEW_LINES,
+        "hidden": hidden,
+        "back": back,
+    }
+    return render(request, "dashboard/export_preview.html", ctx)
 
 
 @require_POST

@@ -120,3 +120,25 @@ def test_a_quorum_queue_with_a_delivery_limit_is_not_read(
     drained = t.drain(queue)
     assert len(drained) == 5
     assert not any(method.redelivered for method, _, _ in drained)
+
+
+def test_a_preview_shows_the_first_lines_and_puts_every_message_back(
+    rabbit_broker: Any, declare: Callable[..., Any], unique_name: str, client_for: Any
+) -> None:
+    t = declare()
+    queue = t.queue(f"{unique_name}.dlq")
+    t.fill(queue, 1500)
+    key = collected(rabbit_broker, queue)
+    bob = client_for("bob")
+    bob.get(f"/brokers/rabbit/dead-letters/?queue={key}")
+    response = bob.post(
+        "/brokers/rabbit/dead-letters/export",
+        {"queue": key, "select": "all", "preview": "1"},
+        HTTP_X_CSRFTOKEN=bob.cookies["csrftoken"].value,
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "The first 20 lines" in page and page.count("message 1") >= 11
+    entry = AuditEntry.objects.get(action="messages.export.preview")
+    assert entry.result == "ok" and entry.count >= 20
+    assert [body for _, _, body in t.drain(queue)] == [f"message {i}".encode() for i in range(1500)]
