@@ -248,5 +248,6 @@ class SluiceUserAdmin(AdminRoleMixin, UserAdmin):
     list_display = ["username", "is_active", "is_superuser", "last_login"]
 
 
-# The alert rules, channels, silences and notifications (dashboard/admin/alerts.py).
-from dashboard.admin import alerts  # noqa: E402, F401
+# The alert rules, channels, silences and notifications (dashboard/admin/alerts.py), and
+# the schemas that decode Avro and Protobuf bodies (dashboard/admin/schemas.py).
+from dashboard.admin import alerts, schemas  # noqa: E402, F401

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from brokers import readable
+from brokers import decode, readable
 from brokers.base import Message
 from brokers.readable import Unreadable
+from brokers.schemas import Schema
+from dashboard import decoding
 from dashboard.models import DeadLetterScan
 
 
@@ -34,8 +36,14 @@ def text_of(body: bytes | None) -> str | None:
 DeathInfo = Callable[[Message], dict[str, Any]]
 
 
-def matches(message: Message, rule: dict[str, Any], death_info: DeathInfo) -> bool:
-    """Whether a message passes a filter: every given field must hold."""
+def matches(
+    message: Message, rule: dict[str, Any], death_info: DeathInfo, schemas: Sequence[Schema] = ()
+) -> bool:
+    """Whether a message passes a filter: every given field must hold.
+
+    `schemas` (dashboard.decoding.schemas()) read Avro and Protobuf bodies for
+    `body_contains`; MessagePack, CBOR and compressed bodies need none.
+    """
     info = death_info(message)
     for field in ("reason", "queue", "exchange", "routing_key"):
         wanted = rule.get(field)
@@ -49,9 +57,8 @@ def matches(message: Message, rule: dict[str, Any], death_info: DeathInfo) -> bo
         if value not in (None, "") and str(message.headers[name]) != str(value):
             return False
     needle = rule.get("body_contains")
-    if needle:
-        if needle.encode() not in message.body:
-            return False
+    if needle and not body_contains(message, needle, info, schemas):
+        return False
     since, until = rule.get("since"), rule.get("until")
     if since is not None or until is not None:
         when = readable.seconds(info.get("time"))
@@ -64,6 +71,24 @@ def matches(message: Message, rule: dict[str, Any], death_info: DeathInfo) -> bo
     return True
 
 
+def body_contains(
+    message: Message, needle: str, info: dict[str, Any], schemas: Sequence[Schema] = ()
+) -> bool:
+    """Whether the body holds `needle`, as bytes or in its decoded structure (as JSON text).
+
+    Decoding is tried only for a body that is compressed or not plain text, so a
+    filter over text bodies costs what it did. Schemas are matched on the queue,
+    topic or stream the message died in (`info["queue"]`) and its headers.
+    """
+    if needle.encode() in message.body:
+        return True
+    if not decode.worth_decoding(message.body):
+        return False
+    origin = str(info.get("queue") or "")
+    found = decode.decode(message.body, schemas, (origin,), message.headers)
+    return found is not None and needle in found.searchable()
+
+
 def selector(selection: dict[str, Any], death_info: DeathInfo) -> Callable[[Message], bool]:
     """The test a job applies to each message, built once per job (ids become a set)."""
     if selection.get("all"):
@@ -73,7 +98,9 @@ def selector(selection: dict[str, Any], death_info: DeathInfo) -> Callable[[Mess
         return lambda message: message.id in ids
     if "filter" in selection:
         rule = selection["filter"]
-        return lambda message: matches(message, rule, death_info)
+        # Read once per job: a schema uploaded meanwhile applies to the next one.
+        schemas = decoding.schemas() if rule.get("body_contains") else ()
+        return lambda message: matches(message, rule, death_info, schemas)
     return lambda message: False
 
 

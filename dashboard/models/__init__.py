@@ -27,6 +27,7 @@ from dashboard.models.alerts import (
     Silence,
 )
 from dashboard.models.incidents import Incident
+from dashboard.models.schemas import Schema
 
 __all__ = [
     "AlertChannel",
@@ -47,6 +48,7 @@ __all__ = [
     "OffsetReset",
     "Rollup",
     "Sample",
+    "Schema",
     "Search",
     "Silence",
 ]

@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from brokers.base import BrokerError, Message
+from dashboard import decoding
 from dashboard.auth import OPERATOR, VIEWER, has_role, require_role
 from dashboard.jobs import deadletters
 from dashboard.jobs import engine as jobs
@@ -269,7 +270,7 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
         flash.error(request, f"That message is no longer {page.gone}.")
         return redirect(back + dest.key)
     ctx = {
-        **edit_context(message, kind_of(broker).death_info),
+        **edit_context(message, kind_of(broker).death_info, dest.name),
         "broker": broker,
         "kind": kind_of(broker),
         "back": back + dest.key,
@@ -279,9 +280,11 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "dashboard/deadletter_edit.html", ctx)
 
 
-def edit_context(message: Any, death_info: DeathInfo | None = None) -> dict[str, Any]:
+def edit_context(
+    message: Any, death_info: DeathInfo | None = None, destination: str = ""
+) -> dict[str, Any]:
     """What the edit form shows of a message, on any broker (templates/dashboard/deadletter_edit.html)."""
-    shown = messageview.shown(message, death_info)
+    shown = messageview.shown(message, death_info, destination, decoding.schemas())
     # Text and JSON values only: a binary value (bytes) could not come back from a
     # textarea unchanged, so it is kept as it is (deadletters.apply_edit).
     editable = {

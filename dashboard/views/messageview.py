@@ -1,18 +1,31 @@
-"""How a message is shown: properties, headers, the x-death history, and its body as JSON, text or bytes."""
+"""How a message is shown: properties, headers, the x-death history, and its body as JSON, text or bytes.
+
+A body that is compressed or in a binary encoding (brokers.decode) shows decoded
+first, its encoding named, with the raw bytes one click away.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from brokers import readable
+from brokers import decode, readable
 from brokers.base import Message
+from brokers.decode import Decoded
 from brokers.readable import Unreadable
+from brokers.schemas import Schema
 from dashboard.jobs import deadletters
 from dashboard.jobs.deadletters import DeathInfo
 
+# Masks a body's bytes as a reader may see them (dashboard.masking.Masker.body).
+Mask = Callable[[bytes], bytes]
+
 HEX_LIMIT = 4096  # bytes of a binary body shown as hex
+# Characters of a decoded structure shown: it may inflate far past the body's limit.
+DECODED_CHARS = 256 * 1024
 
 
 def hexdump(data: bytes) -> str:
@@ -24,12 +37,21 @@ def hexdump(data: bytes) -> str:
     return "\n".join(lines)
 
 
-def shown(message: Message, death_info: DeathInfo | None = None) -> dict[str, Any]:
+def shown(
+    message: Message,
+    death_info: DeathInfo | None = None,
+    destination: str = "",
+    schemas: Sequence[Schema] = (),
+    mask: Mask | None = None,
+) -> dict[str, Any]:
     """Everything a template needs; all of it is escaped on output.
 
     A property or header the broker holds in a form that cannot be shown
     (a timestamp out of range, an x-death entry of odd types) reads as
     "unreadable: ..." where it would be, and the rest shows as usual.
+    `destination` (the queue's or stream's name) and, for a dead letter, the
+    queue it died in pick which of `schemas` (dashboard.decoding.schemas())
+    may read the body. `mask` is applied to what decoding finds (see decoded_view).
     """
     text = deadletters.text_of(message.body)
     pretty = None
@@ -42,7 +64,10 @@ def shown(message: Message, death_info: DeathInfo | None = None) -> dict[str, An
     if "timestamp" in props:
         props["timestamp"] = timestamp_text(props["timestamp"])
     # A RabbitMQ dead letter's deaths, from its kind's reading of them.
-    deaths = death_info(message)["deaths"] if death_info is not None else []
+    info = death_info(message) if death_info is not None else {}
+    deaths = info.get("deaths", [])
+    places = (destination, str(info.get("queue") or ""))
+    found = decoded_view(decode.decode(message.body, schemas, places, message.headers), mask)
     # x-death shows as a table when it is a list; anything else shows raw, as any header.
     as_table = isinstance(message.headers.get("x-death"), list)
     return {
@@ -54,11 +79,53 @@ def shown(message: Message, death_info: DeathInfo | None = None) -> dict[str, An
         "deaths": deaths,
         "text": text,
         "json": pretty,
-        "hex": hexdump(message.body) if text is None else "",
-        "base64": base64.b64encode(message.body[:HEX_LIMIT]).decode() if text is None else "",
+        "decoded": found,
+        "hex": hexdump(message.body) if text is None or found else "",
+        "base64": raw_base64(message.body) if text is None or found else "",
         "binary": text is None,
         "size": message.size or len(message.body),
     }
+
+
+def raw_base64(data: bytes) -> str:
+    return base64.b64encode(data[:HEX_LIMIT]).decode()
+
+
+def decoded_view(found: Decoded | None, mask: Mask | None = None) -> dict[str, Any] | None:
+    """What templates/dashboard/_decoded.html shows of a decoded body; None if none was.
+
+    `mask` (a masking.Masker's `body`) sees the decoded structure as JSON bytes, as it
+    would a JSON body: masking the raw bytes of a gzip or Avro body finds nothing to
+    mask, so what decoding reveals must be masked here.
+    """
+    if found is None:
+        return None
+    if mask is not None:
+        found = masked(found, mask)
+    text = found.pretty()
+    return {
+        "encoding": found.encoding,
+        "problem": found.problem,
+        "text": text[:DECODED_CHARS],
+        "cut": len(text) > DECODED_CHARS,
+        "length": len(text),
+        "shown": DECODED_CHARS,
+        # What was inside, when it is no encoding known here (gzip of an image, say).
+        "hex": hexdump(found.value) if found.form == "bytes" and found.value else "",
+    }
+
+
+def masked(found: Decoded, mask: Mask) -> Decoded:
+    """`found` with its value passed through `mask`; what no longer parses shows as text."""
+    if found.form == "bytes":
+        return replace(found, value=mask(found.value))
+    if found.form == "text":
+        return replace(found, value=mask(str(found.value).encode()).decode("utf-8", "replace"))
+    data = mask(json.dumps(found.value, ensure_ascii=False).encode())
+    try:
+        return replace(found, value=json.loads(data))
+    except (ValueError, RecursionError):
+        return replace(found, form="text", value=data.decode("utf-8", "replace"))
 
 
 def timestamp_text(value: Any) -> Any:
@@ -85,14 +152,23 @@ OUTLINE_LIMIT = 2000  # rows of a JSON outline; bigger documents show as text on
 OUTLINE_DEPTH = 64  # nesting of a JSON outline; deeper documents show as text only
 
 
-def body_parts(body: bytes | None) -> dict[str, Any]:
+def body_parts(
+    body: bytes | None,
+    destinations: tuple[str, ...] = (),
+    headers: Any = None,
+    schemas: Sequence[Schema] = (),
+    mask: Mask | None = None,
+) -> dict[str, Any]:
     """How to show a Kafka record's value: JSON (with an outline), text, or hex and base64.
 
     Everything here is escaped by the templates; `outline` rows open and close
-    <details> elements so that JSON objects and arrays can be collapsed.
+    <details> elements so that JSON objects and arrays can be collapsed. A body
+    brokers.decode recognises is shown decoded too, read with those of `schemas`
+    that fit `destinations` (topic, stream, subject) and `headers`.
     """
     if body is None:
         return {"null": True, "text": None, "json": None, "outline": None, "binary": False}
+    found = decoded_view(decode.decode(body, schemas, destinations, headers), mask)
     text = deadletters.text_of(body)
     pretty = outline = None
     if text is not None and text.strip()[:1] in ("{", "["):
@@ -108,8 +184,9 @@ def body_parts(body: bytes | None) -> dict[str, Any]:
         "text": text,
         "json": pretty,
         "outline": outline,
-        "hex": hexdump(body) if text is None else "",
-        "base64": base64.b64encode(body[:HEX_LIMIT]).decode() if text is None else "",
+        "decoded": found,
+        "hex": hexdump(body) if text is None or found else "",
+        "base64": raw_base64(body) if text is None or found else "",
         "binary": text is None,
     }
 

@@ -8,6 +8,7 @@ and publishing in `kafka_publish`; the URLs of the first are listed here.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -20,6 +21,8 @@ from django.views.decorators.http import require_GET
 from brokers.base import BrokerError
 from brokers.kafka.browse import NotFound, Page, Record, Rejected, TopicReader
 from brokers.kafka.filters import FilterError, Matcher, compile_filters
+from brokers.schemas import Schema
+from dashboard import decoding
 from dashboard.auth import VIEWER, require_role
 from dashboard.jobs.deadletters import text_of
 from dashboard.kinds.kafka.search import TOPIC_NAME, kafka_adapter
@@ -87,14 +90,14 @@ def open_reader(broker: Broker, topic: str) -> TopicReader:
 # -- showing records ----------------------------------------------------------
 
 
-def record_view(record: Record) -> dict[str, Any]:
+def record_view(record: Record, schemas: Sequence[Schema] = ()) -> dict[str, Any]:
     """What the template needs of one record; all of it is escaped on output."""
     return {
         "r": record,
         "when": when(record.timestamp),
         "key": shown_bytes(record.key, 1000),
         "headers": [(name, shown_bytes(value, 1000)) for name, value in record.headers],
-        "body": messageview.body_parts(record.value),
+        "body": messageview.body_parts(record.value, (record.topic,), record.headers, schemas),
     }
 
 
@@ -162,7 +165,8 @@ def messages(request: HttpRequest, name: str, topic: str) -> HttpResponse:
             ctx["partitions"] = reader.partitions
             page = read(reader, opts, matcher)
         ctx["page"] = page
-        ctx["shown"] = [record_view(r) for r in page.records]
+        schemas = decoding.schemas()
+        ctx["shown"] = [record_view(r, schemas) for r in page.records]
         ctx["next_url"] = _next_url(params, opts, page)
     except (BadInput, FilterError, Rejected) as exc:
         ctx["error"], status = str(exc), 404 if isinstance(exc, NotFound) else 400

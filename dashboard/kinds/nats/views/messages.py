@@ -8,6 +8,7 @@ tester are in `nats_publish`; their URLs are listed here with the rest.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,6 +22,8 @@ from django.views.decorators.http import require_GET
 from brokers.base import BrokerError
 from brokers.nats.browse import Page, Rejected, StreamBrowser
 from brokers.nats.client import BadSubject, Missing, StoredMsg, check_subject
+from brokers.schemas import Schema
+from dashboard import decoding
 from dashboard.auth import VIEWER, require_role
 from dashboard.jobs.deadletters import text_of
 from dashboard.kinds.nats.connect import nats_client
@@ -92,12 +95,12 @@ def read(browser: StreamBrowser, opts: dict[str, Any]) -> Page:
 # -- showing messages ---------------------------------------------------------
 
 
-def msg_view(m: StoredMsg) -> dict[str, Any]:
+def msg_view(m: StoredMsg, schemas: Sequence[Schema] = ()) -> dict[str, Any]:
     """What the template needs of one message; all of it is escaped on output."""
     return {
         "m": m,
         "headers": [(name, shown_bytes(value, HEADER_CHARS)) for name, value in m.headers],
-        "body": messageview.body_parts(m.body),
+        "body": messageview.body_parts(m.body, (m.stream, m.subject), m.headers, schemas),
     }
 
 
@@ -162,7 +165,8 @@ def messages(request: HttpRequest, name: str, stream: str) -> HttpResponse:
             ctx["info"], ctx["holds"] = browser.info, browser.holds()
             page = read(browser, opts)
         ctx["page"] = page
-        ctx["shown"] = [msg_view(m) for m in page.messages]
+        schemas = decoding.schemas()
+        ctx["shown"] = [msg_view(m, schemas) for m in page.messages]
         ctx.update(_paging(params, page))
     except BadInput as exc:
         ctx["error"], status = str(exc), 400

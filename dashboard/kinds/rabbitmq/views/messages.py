@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from brokers.base import BrokerError, Message, Published, adapter_class
+from dashboard import decoding
 from dashboard.auth import (
     OPERATOR,
     VIEWER,
@@ -150,7 +151,8 @@ def browse(request: HttpRequest, name: str, key: str) -> HttpResponse:
                 settings.SLUICE_BODY_LIMIT,
                 "queue.browse",
             )
-            ctx["shown"] = [messageview.shown(m, death_info) for m in got]
+            schemas = decoding.schemas()
+            ctx["shown"] = [messageview.shown(m, death_info, dest.name, schemas) for m in got]
         except BrokerError as exc:
             ctx["error"] = str(exc)
     return render(request, "dashboard/rabbitmq/messages.html", ctx)
