@@ -44,6 +44,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models, transaction
 
 from brokers.base import OPTIONS
+from dashboard import masking
 from dashboard.models import AlertChannel, AlertRule, Broker
 from dashboard.models.alerts import CHANNEL_TYPES, EMAIL, METRICS, THRESHOLD, WEBHOOK
 from dashboard.models.incidents import SEVERITIES
@@ -51,7 +52,7 @@ from dashboard.models.incidents import SEVERITIES
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DETECTOR_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-TABLES = ("broker", "alert_rule", "alert_channel")
+TABLES = ("broker", "alert_rule", "alert_channel", "mask")
 
 
 class ConfigError(ImproperlyConfigured):
@@ -174,8 +175,14 @@ def read(path: str | Path, check_variables: bool = True) -> FileConfig:
             path,
             "file",
             f"unknown table(s) {', '.join(sorted(unknown))}; expected [[broker]], "
-            "[[alert_rule]] or [[alert_channel]]",
+            "[[alert_rule]], [[alert_channel]] or [[mask]]",
         )
+    # Mask rules are read by dashboard.masking when used; a bad one fails here, at start.
+    for label, raw in _tables(path, data, "mask"):
+        try:
+            masking.rule_from(raw, label)
+        except masking.MaskError as exc:
+            raise ConfigError(path, label, str(exc).removeprefix(f"{label}: ")) from None
     brokers = [
         _entry(path, label, raw, check_variables) for label, raw in _tables(path, data, "broker")
     ]

@@ -10,6 +10,7 @@ from dashboard.views import (
     imports,
     incidents,
     jobs,
+    masking,
     metrics,
     pages,
     publish,
@@ -81,6 +82,8 @@ dashboard_urls = [
     path("incidents/", include(incident_urls)),
     *(route for kind in all_kinds() for route in kind.site_urls()),
     path("audit/", pages.audit_log, name="audit"),
+    path("masking/", masking.rules, name="masking"),
+    path("masking/raw", masking.raw_values, name="masking-raw"),
     path("audit/export.csv", pages.audit_export, name="audit-export"),
     path("api/v1/", include(api_urls)),
 ]

@@ -22,6 +22,19 @@ def fast_password_hasher(settings: Any) -> None:
 
 
 @pytest.fixture
+def mask_rules(tmp_path: Any, settings: Any) -> Callable[[str], Any]:
+    """`write(toml)`: a broker file holding `toml` ([[mask]] tables), the one Sluice reads."""
+
+    def write(text: str) -> Any:
+        path = tmp_path / "brokers.toml"
+        path.write_text(text)
+        settings.SLUICE_CONFIG = str(path)
+        return path
+
+    return write
+
+
+@pytest.fixture
 def personas(db: Any) -> dict[str, Any]:
     """alice is an admin, bob an operator, carol a viewer, dave has no role."""
     from dashboard.auth import ADMIN, OPERATOR, VIEWER, ensure_user

@@ -34,6 +34,7 @@ from dashboard.jobs import deadletters
 from dashboard.jobs.deadletters import DeathInfo
 from dashboard.jobs.guard import Invalid
 from dashboard.kinds import kind_of
+from dashboard.masking import NONE, Masker
 from dashboard.models import Broker, Job
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def line(message: Message, death_info: DeathInfo) -> bytes:
-    """One message as one NDJSON line (with its newline)."""
+def line(message: Message, death_info: DeathInfo, masker: Masker = NONE) -> bytes:
+    """One message as one NDJSON line (with its newline), masked as `masker` says."""
+    message = masker.message(message)
     obj: dict[str, Any] = {
         "position": message.position,
         "id": message.id,
@@ -70,6 +72,9 @@ def line(message: Message, death_info: DeathInfo) -> bytes:
     if message.truncated:
         obj["truncated"] = True
     obj["redelivered"] = message.redelivered
+    if masker:
+        # Masked for its reader: an import refuses the line rather than publish the masks.
+        obj["masked"] = True
     info = death_info(message)
     obj["death"] = {k: info.get(k) for k in ("reason", "queue", "exchange", "routing_key", "time")}
     # ASCII whatever the bodies hold, so no byte of a body can end a line early;
@@ -80,7 +85,9 @@ def line(message: Message, death_info: DeathInfo) -> bytes:
     return text.encode("ascii") + b"\n"
 
 
-def of_dead_letters(user: Any, broker: Broker, source: str, selection: Any) -> Export:
+def of_dead_letters(
+    user: Any, broker: Broker, source: str, selection: Any, masker: Masker = NONE
+) -> Export:
     """An export of a dead-letter source's messages that `selection` (as a job's) chooses.
 
     The same checks a replay of this selection would pass, fixing its range now;
@@ -99,6 +106,7 @@ def of_dead_letters(user: Any, broker: Broker, source: str, selection: Any) -> E
         lambda: kind.export_reader(job),
         effect=kind.export_effect(broker, fields["source"]),
         wanted=set(chosen["ids"]) if "ids" in chosen else None,
+        masker=masker,
     )
 
 
@@ -130,10 +138,12 @@ class Export:
         open_reader: Callable[[], Transfer],
         effect: str = "",
         wanted: set[str] | None = None,
+        masker: Masker = NONE,
     ) -> None:
         self.user, self.broker = user, broker
         self.source, self.selection, self.effect = source, selection, effect
         self.action = ACTION
+        self.masker = masker
         self._death_info: DeathInfo = kind_of(broker).death_info
         self._selected = selected
         self._open_reader = open_reader
@@ -175,7 +185,7 @@ class Export:
                 for message in batch:
                     self.read += 1
                     if self._selected(message):
-                        lines.append(line(message, self._death_info))
+                        lines.append(line(message, self._death_info, self.masker))
                         if wanted is not None:
                             wanted.discard(message.id)
                 if lines:
@@ -234,6 +244,7 @@ class Export:
                 else {"stopped": "the download was cut off"}
             ),
             **({"effect": self.effect} if self.effect else {}),
+            **({"masked_by": [r.name for r in self.masker.rules]} if self.masker else {}),
         )
 
 

@@ -72,6 +72,11 @@ def check_line(raw: bytes) -> tuple[dict[str, Any] | None, str]:
             base64.b64decode(obj["body_base64"], validate=True)
         except (binascii.Error, ValueError):
             return None, '"body_base64" is not valid base64'
+    if obj.get("masked"):
+        return (
+            None,
+            "it was exported with masking rules applied: its masked values would be published",
+        )
     if obj.get("truncated"):
         return None, "its body was cut short when it was exported: it cannot be sent whole"
     for name in ("headers", "properties"):

@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -54,6 +54,7 @@ from django.template.loader import render_to_string
 
 from brokers import readable
 from brokers.base import BrokerError
+from dashboard import masking
 from dashboard.live.sockets import GuardedSocket
 
 MAX_ROWS = 500  # rows the page keeps
@@ -190,6 +191,26 @@ def _printable(data: bytes, cut: bool) -> str | None:
     return text
 
 
+def masked(record: Record, masker: masking.Masker) -> Record:
+    """The record as `masker` lets it be seen: its body is a preview, so a JSON path over a
+    body cut short withholds it (masking.HIDDEN)."""
+    if not masker:
+        return record
+
+    def seen(name: str, value: bytes | None) -> bytes | None:
+        if value is None:
+            return None
+        shown = masker.value(name, value)
+        return shown.encode() if isinstance(shown, str) else shown
+
+    return replace(
+        record,
+        body=masker.body(record.body),
+        key=seen("key", record.key),
+        headers=tuple((n, seen(n, v)) for n, v in record.headers),
+    )
+
+
 def row(record: Record) -> dict[str, Any]:
     """What a row needs; the template escapes all of it."""
     moment = readable.utc_time(record.timestamp)
@@ -226,6 +247,7 @@ class TailConsumer(GuardedSocket):
     template = ""
 
     reader: Reader | None = None
+    masker: masking.Masker = masking.NONE
     paused = False
     missed = 0  # messages that came while paused
     received = 0  # messages that came since the start
@@ -241,6 +263,7 @@ class TailConsumer(GuardedSocket):
         query = dict(parse_qsl(self.scope.get("query_string", b"").decode("utf-8", "replace")))
         try:
             self.reader = await database_sync_to_async(self.make_reader)(kwargs, query)
+            self.masker = await database_sync_to_async(self._masker)(kwargs, query)
         except Refused as exc:
             await self._fail(exc.message, exc.code)
             return
@@ -257,6 +280,13 @@ class TailConsumer(GuardedSocket):
 
     def _fragment(self, part: str, **ctx: Any) -> str:
         return _fragment(part, template=self.template, **ctx)
+
+    def _masker(self, kwargs: Mapping[str, str], query: Mapping[str, str]) -> masking.Masker:
+        """What this socket's user may see of the topic or subject (dashboard.masking)."""
+        session = self.scope.get("session")
+        raw = bool(session.get(masking.RAW_SESSION_KEY)) if session is not None else False
+        place = kwargs.get("topic") or query.get("subject", "")
+        return masking.masker(self.scope.get("user"), kwargs.get("broker", ""), place, raw)
 
     async def disconnect(self, code: int) -> None:
         await self._stop()
@@ -323,7 +353,9 @@ class TailConsumer(GuardedSocket):
             if earlier or chosen:
                 # Newest first: the page prepends, so the newest row ends up on top.
                 rows = sorted(earlier + chosen, key=_order, reverse=True)
-                await self._push(self._fragment("rows", rows=[row(r) for r in rows]))
+                await self._push(
+                    self._fragment("rows", rows=[row(masked(r, self.masker)) for r in rows])
+                )
 
     async def _tick(self) -> None:
         while True:

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from brokers.base import BrokerError, Message
-from dashboard import decoding
+from dashboard import decoding, masking
 from dashboard.auth import OPERATOR, VIEWER, has_role, require_role
 from dashboard.jobs import deadletters
 from dashboard.jobs import engine as jobs
@@ -86,7 +86,11 @@ def index(request: HttpRequest, name: str) -> HttpResponse:
     header = request.GET.get("header", "").strip()[:128]
     scans = deadletters.latest_scans(broker)
     can_operate = has_role(request.user, OPERATOR)
-    rows = [_row(page, found, scans, by, header, can_operate) for found in page.find(broker, scans)]
+    maskers = masking.cached(request, broker.name)
+    rows = [
+        _row(page, found, scans, by, header, can_operate, maskers(found["queue"].name))
+        for found in page.find(broker, scans)
+    ]
     selected = request.GET.get("queue")
     current = next(
         (r for r in rows if r["queue"].key == selected), rows[0] if len(rows) == 1 else None
@@ -129,10 +133,12 @@ def _row(
     by: str,
     header: str,
     can_operate: bool,
+    masker: masking.Masker = masking.NONE,
 ) -> dict[str, Any]:
     queue = found["queue"]
     scan = scans.get(queue.key)
-    msgs = scan.messages if scan else []
+    # As the reader may see them: the groups are of what is shown.
+    msgs = masking.rows(lambda _: masker, scan.messages, str) if scan else []
     # What jobs took off the queue since the look is not there any more.
     taken, by_jobs = jobs.taken_since(queue.broker, queue.key, scan.at) if scan else (set(), [])
     if taken:
@@ -266,6 +272,9 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
     except (jobservice.Invalid, BrokerError) as exc:
         flash.error(request, str(exc))
         return redirect("dashboard:deadletters", name=broker.name)
+    if masking.for_request(request, broker.name, dest.name):
+        flash.error(request, masking.NO_EDIT)
+        return redirect(back + dest.key)
     if message is None:
         flash.error(request, f"That message is no longer {page.gone}.")
         return redirect(back + dest.key)

@@ -17,10 +17,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from dashboard import masking
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.jobs import export as exports
 from dashboard.jobs.guard import Invalid
 from dashboard.kinds import kind_of
+from dashboard.models import Destination
 from dashboard.views.deadletters import selection_from_form
 from dashboard.views.pages import get_broker_or_404
 from dashboard.views.params import BadInput, json_object
@@ -62,7 +64,9 @@ def _prepared(request: HttpRequest, name: str, source: Any, selection: Any) -> e
     # Asked first, of the stored topology alone: a viewer learns nothing more of the broker.
     if kind_of(broker).export_effect(broker, source) and not has_role(request.user, OPERATOR):
         raise _NeedsOperator
-    return exports.of_dead_letters(request.user, broker, source, selection).open()
+    dest = Destination.objects.filter(broker=broker, key=source).first()
+    masker = masking.for_request(request, broker.name, dest.name if dest else source)
+    return exports.of_dead_letters(request.user, broker, source, selection, masker).open()
 
 
 @require_POST

@@ -80,11 +80,21 @@ def shown(
         "text": text,
         "json": pretty,
         "decoded": found,
-        "hex": hexdump(message.body) if text is None or found else "",
-        "base64": raw_base64(message.body) if text is None or found else "",
+        **raw_views(message.body, text, found, mask),
         "binary": text is None,
         "size": message.size or len(message.body),
     }
+
+
+def raw_views(body: bytes, text: str | None, found: Any, mask: Mask | None) -> dict[str, Any]:
+    """The hex and base64 of a binary or decoded body. Masking rules that read fields
+    cannot find them in an encoding's raw bytes, so a masked reader gets no raw view of a
+    decoded body: only its masked decoded structure."""
+    if found and mask is not None:
+        return {"hex": "", "base64": "", "text": None, "raw_withheld": True}
+    if text is None or found:
+        return {"hex": hexdump(body), "base64": raw_base64(body)}
+    return {"hex": "", "base64": ""}
 
 
 def raw_base64(data: bytes) -> str:
@@ -185,8 +195,7 @@ def body_parts(
         "json": pretty,
         "outline": outline,
         "decoded": found,
-        "hex": hexdump(body) if text is None or found else "",
-        "base64": raw_base64(body) if text is None or found else "",
+        **raw_views(body, text, found, mask),
         "binary": text is None,
     }
 

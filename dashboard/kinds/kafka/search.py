@@ -29,6 +29,7 @@ from dashboard.auth import audit
 from dashboard.celery import app as celery_app
 from dashboard.collection.collector import adapter_for
 from dashboard.jobs.export import Export
+from dashboard.masking import NONE, Masker
 from dashboard.models import Broker, Search
 from dashboard.views.messageview import shown_bytes
 
@@ -247,7 +248,7 @@ class _Record:
         _, _, self.key, self.headers, self.value = message.handle
 
 
-def export(user: Any, search: Search) -> Export:
+def export(user: Any, search: Search, masker: Masker = NONE) -> Export:
     """Every match of `search` as an export: the ranges it scanned read again through the
     same filters, so the file holds all of them, not only the RESULT_LIMIT kept."""
     if not search.partitions:
@@ -266,4 +267,5 @@ def export(user: Any, search: Search) -> Export:
         {"search": str(search.public_id), "filters": search.filters},
         lambda message: matcher.matches(_Record(message)),
         reader,
+        masker=masker,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -22,7 +23,7 @@ from brokers.base import BrokerError
 from brokers.kafka.browse import NotFound, Page, Record, Rejected, TopicReader
 from brokers.kafka.filters import FilterError, Matcher, compile_filters
 from brokers.schemas import Schema
-from dashboard import decoding
+from dashboard import decoding, masking
 from dashboard.auth import VIEWER, require_role
 from dashboard.jobs.deadletters import text_of
 from dashboard.kinds.kafka.search import TOPIC_NAME, kafka_adapter
@@ -90,15 +91,32 @@ def open_reader(broker: Broker, topic: str) -> TopicReader:
 # -- showing records ----------------------------------------------------------
 
 
-def record_view(record: Record, schemas: Sequence[Schema] = ()) -> dict[str, Any]:
-    """What the template needs of one record; all of it is escaped on output."""
+def record_view(
+    record: Record, schemas: Sequence[Schema] = (), masker: masking.Masker = masking.NONE
+) -> dict[str, Any]:
+    """What the template needs of one record, masked for its reader; all of it is escaped
+    on output."""
+    record = masked_record(record, masker)
     return {
         "r": record,
         "when": when(record.timestamp),
         "key": shown_bytes(record.key, 1000),
         "headers": [(name, shown_bytes(value, 1000)) for name, value in record.headers],
-        "body": messageview.body_parts(record.value, (record.topic,), record.headers, schemas),
+        "body": messageview.body_parts(
+            record.value, (record.topic,), record.headers, schemas, masker.mask
+        ),
     }
+
+
+def masked_record(record: Record, masker: masking.Masker) -> Record:
+    if not masker:
+        return record
+    return replace(
+        record,
+        key=masker.raw("key", record.key),
+        value=None if record.value is None else masker.body(record.value),
+        headers=tuple((name, masker.raw(name, value)) for name, value in record.headers),
+    )
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -166,7 +184,8 @@ def messages(request: HttpRequest, name: str, topic: str) -> HttpResponse:
             page = read(reader, opts, matcher)
         ctx["page"] = page
         schemas = decoding.schemas()
-        ctx["shown"] = [record_view(r, schemas) for r in page.records]
+        masker = masking.for_request(request, broker.name, topic)
+        ctx["shown"] = [record_view(r, schemas, masker) for r in page.records]
         ctx["next_url"] = _next_url(params, opts, page)
     except (BadInput, FilterError, Rejected) as exc:
         ctx["error"], status = str(exc), 404 if isinstance(exc, NotFound) else 400
@@ -220,7 +239,10 @@ def body(request: HttpRequest, name: str, topic: str) -> HttpResponse:
             status=404,
             content_type="text/plain",
         )
-    response = HttpResponse(record.value or b"", content_type="application/octet-stream")
+    value = masking.for_request(request, broker.name, topic).download(record.value or b"")
+    if value is None:
+        return HttpResponse(masking.WITHHELD, status=403, content_type="text/plain")
+    response = HttpResponse(value, content_type="application/octet-stream")
     filename = quote(f"{topic}-{partition}-{offset}.bin", safe="")
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{filename}"
     return response
@@ -238,6 +260,7 @@ def api_messages(request: HttpRequest, name: str, topic: str) -> JsonResponse:
         matcher = compile_filters(request.GET)
         with open_reader(broker, topic) as reader:
             page = read(reader, opts, matcher)
+        masker = masking.for_request(request, broker.name, topic)
     except NotFound as exc:
         return error(str(exc), 404)
     except (BadInput, FilterError, Rejected) as exc:
@@ -247,7 +270,7 @@ def api_messages(request: HttpRequest, name: str, topic: str) -> JsonResponse:
     return JsonResponse(
         {
             "topic": topic,
-            "records": [record_json(r) for r in page.records],
+            "records": [record_json(masked_record(r, masker)) for r in page.records],
             "bounds": {str(p): list(b) for p, b in page.bounds.items()},
             "next": {str(p): o for p, o in page.next.items()},
             "scanned": page.scanned,

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from brokers import readable
 from brokers.readable import Unreadable
+from dashboard import masking
 from dashboard.auth import OPERATOR, VIEWER, forbidden, has_role, require_role
 from dashboard.jobs import guard as jobguard
 from dashboard.kinds.kafka import search as kafka_search
@@ -38,8 +39,8 @@ def get_search_or_404(search_id: str) -> Search:
         raise Http404("No such search.") from None
 
 
-def search_context(search: Search, user: Any = None) -> dict[str, Any]:
-    data = kafka_search.as_json(search)
+def search_context(search: Search, user: Any = None, request: Any = None) -> dict[str, Any]:
+    data = masked(request, search, kafka_search.as_json(search))
     return {
         "search": search,
         "data": data,
@@ -48,6 +49,30 @@ def search_context(search: Search, user: Any = None) -> dict[str, Any]:
         "running": data["state"] in (Search.QUEUED, Search.RUNNING, Search.CANCELLING),
         "filter_text": kafka_search.describe(search.filters),
     }
+
+
+def masked(request: Any, search: Search, data: dict[str, Any]) -> dict[str, Any]:
+    """The search's JSON with its results masked for the reader (dashboard.masking);
+    with no request to say who reads, every rule applies."""
+    if request is None:
+        masker = masking.masker(None, search.broker.name, search.topic)
+    else:
+        masker = masking.for_request(request, search.broker.name, search.topic)
+    if masker:
+        data["results"] = [_masked_result(masker, r) for r in data["results"]]
+    return data
+
+
+def _masked_result(masker: masking.Masker, result: dict[str, Any]) -> dict[str, Any]:
+    """One kept match, masked: its headers are [name, preview] pairs, masked by name too."""
+    out: dict[str, Any] = masker.shown({k: v for k, v in result.items() if k != "headers"})
+    headers = []
+    for name, preview in result.get("headers") or []:
+        if str(name).lower() in masker.headers and isinstance(preview, dict):
+            preview = {k: masking.MASK if isinstance(v, str) else v for k, v in preview.items()}
+        headers.append([name, masker.value(str(name), preview)])
+    out["headers"] = headers
+    return out
 
 
 def _may_cancel(user: Any, search: Search) -> bool:
@@ -94,7 +119,7 @@ def search(request: HttpRequest, name: str, topic: str) -> HttpResponse:
 def search_detail(request: HttpRequest, search_id: str) -> HttpResponse:
     """A search's page, shareable with any viewer; htmx polls its #search-progress part."""
     found = get_search_or_404(search_id)
-    ctx = search_context(found, request.user)
+    ctx = search_context(found, request.user, request)
     if request.htmx:
         return render(request, "dashboard/kafka/search_detail.html#progress", ctx)
     return render(request, "dashboard/kafka/search_detail.html", ctx)
@@ -120,7 +145,8 @@ def search_export(request: HttpRequest, search_id: str) -> HttpResponse:
     """Every match of the search as NDJSON, read again over the offsets it scanned."""
     found = get_search_or_404(search_id)
     try:
-        export = kafka_search.export(request.user, found).open()
+        masker = masking.for_request(request, found.broker.name, found.topic)
+        export = kafka_search.export(request.user, found, masker).open()
     except (kafka_search.Invalid, jobguard.Invalid) as exc:
         flash.error(request, f"Not exported: {exc}")
         return redirect("dashboard:search-detail", search_id=found.public_id)
@@ -154,7 +180,7 @@ def api_detail(request: HttpRequest, name: str, search_id: str) -> JsonResponse:
     found = get_search_or_404(search_id)
     if found.broker.name != name:
         return error("No such search on this broker.", 404)
-    return JsonResponse(kafka_search.as_json(found))
+    return JsonResponse(masked(request, found, kafka_search.as_json(found)))
 
 
 @require_POST
@@ -165,7 +191,8 @@ def api_export(request: HttpRequest, name: str, search_id: str) -> HttpResponse:
     if found.broker.name != name:
         return error("No such search on this broker.", 404)
     try:
-        export = kafka_search.export(request.user, found).open()
+        masker = masking.for_request(request, found.broker.name, found.topic)
+        export = kafka_search.export(request.user, found, masker).open()
     except (kafka_search.Invalid, jobguard.Invalid) as exc:
         return error(str(exc), 400)
     return download(request, export)

@@ -35,6 +35,7 @@ from brokers.nats.deadletters import (
     subject_counts,
 )
 from brokers.nats.transfer import as_message, dead_letter
+from dashboard import masking
 from dashboard.auth import ADMIN, OPERATOR, VIEWER, audit, require_role
 from dashboard.jobs import deadletters
 from dashboard.jobs import service as jobservice
@@ -189,6 +190,19 @@ def _dead_letter_stream(client: Any, name: str) -> dict[str, Any]:
     }
 
 
+def masked(request: HttpRequest, broker: Broker, seen: dict[str, Any]) -> dict[str, Any]:
+    """The look with its dead letters masked for the reader (dashboard.masking): an
+    advisory's by the stream it died in, a dead-letter stream's by that stream."""
+    maskers = masking.cached(request, broker.name)
+    seen["rows"] = masking.rows(maskers, seen["rows"], lambda row: row.get("stream", ""))
+    d = seen.get("dlq")
+    if d and d.get("rows"):
+        mask = maskers(d["name"])
+        d["rows"] = masking.rows(maskers, d["rows"], lambda row: d["name"])
+        d["groups"] = [(tuple(mask.shown(v) for v in values), n) for values, n in d["groups"]]
+    return seen
+
+
 def _capture_context(broker: Broker, status: CaptureStatus) -> dict[str, Any]:
     return {
         "status": status,
@@ -207,7 +221,7 @@ def _capture_context(broker: Broker, status: CaptureStatus) -> dict[str, Any]:
 @require_role(VIEWER)
 def index(request: HttpRequest, name: str) -> HttpResponse:
     broker = get_nats_broker_or_404(name)
-    seen = look(broker, request.GET)
+    seen = masked(request, broker, look(broker, request.GET))
     capture = seen["capture"]
     keep = {p: request.GET[p] for p in (*ADVISORY_FILTERS, "dlq") if request.GET.get(p)}
     ctx = {
@@ -282,6 +296,9 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
         flash.error(request, f"Message {seq} is no longer in the stream {stream!r}.")
         return redirect(back)
     message = as_message(stored, stored.seq)
+    if masking.for_request(request, broker.name, stream):
+        flash.error(request, masking.NO_EDIT)
+        return redirect(back)
     ctx = {
         **edit_context(message),
         "broker": broker,
@@ -340,7 +357,7 @@ def api_index(request: HttpRequest, name: str) -> JsonResponse:
     broker = Broker.objects.filter(name=name, kind="nats").first()
     if broker is None:
         return error(f"no NATS broker named {name!r}", 404)
-    seen = look(broker, request.GET)
+    seen = masked(request, broker, look(broker, request.GET))
     if seen["error"]:
         return error(seen["error"], 502)
     status: CaptureStatus = seen["capture"]

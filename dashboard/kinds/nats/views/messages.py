@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -23,7 +24,7 @@ from brokers.base import BrokerError
 from brokers.nats.browse import Page, Rejected, StreamBrowser
 from brokers.nats.client import BadSubject, Missing, StoredMsg, check_subject
 from brokers.schemas import Schema
-from dashboard import decoding
+from dashboard import decoding, masking
 from dashboard.auth import VIEWER, require_role
 from dashboard.jobs.deadletters import text_of
 from dashboard.kinds.nats.connect import nats_client
@@ -95,12 +96,26 @@ def read(browser: StreamBrowser, opts: dict[str, Any]) -> Page:
 # -- showing messages ---------------------------------------------------------
 
 
-def msg_view(m: StoredMsg, schemas: Sequence[Schema] = ()) -> dict[str, Any]:
-    """What the template needs of one message; all of it is escaped on output."""
+def masked_msg(m: StoredMsg, masker: masking.Masker) -> StoredMsg:
+    """The message as its reader may see it (dashboard.masking)."""
+    if not masker:
+        return m
+    headers = tuple((name, masker.raw(name, value) or b"") for name, value in m.headers)
+    return replace(m, body=masker.body(m.body), headers=headers)
+
+
+def msg_view(
+    m: StoredMsg, schemas: Sequence[Schema] = (), masker: masking.Masker = masking.NONE
+) -> dict[str, Any]:
+    """What the template needs of one message, masked for its reader; all of it is escaped
+    on output."""
+    m = masked_msg(m, masker)
     return {
         "m": m,
         "headers": [(name, shown_bytes(value, HEADER_CHARS)) for name, value in m.headers],
-        "body": messageview.body_parts(m.body, (m.stream, m.subject), m.headers, schemas),
+        "body": messageview.body_parts(
+            m.body, (m.stream, m.subject), m.headers, schemas, masker.mask
+        ),
     }
 
 
@@ -166,7 +181,8 @@ def messages(request: HttpRequest, name: str, stream: str) -> HttpResponse:
             page = read(browser, opts)
         ctx["page"] = page
         schemas = decoding.schemas()
-        ctx["shown"] = [msg_view(m, schemas) for m in page.messages]
+        masker = masking.for_request(request, broker.name, stream)
+        ctx["shown"] = [msg_view(m, schemas, masker) for m in page.messages]
         ctx.update(_paging(params, page))
     except BadInput as exc:
         ctx["error"], status = str(exc), 400
@@ -198,7 +214,10 @@ def body(request: HttpRequest, name: str, stream: str) -> HttpResponse:
         return HttpResponse(
             f"Could not read the message: {exc}", status=502, content_type="text/plain"
         )
-    response = HttpResponse(message.body, content_type="application/octet-stream")
+    body = masking.for_request(request, broker.name, stream).download(message.body)
+    if body is None:
+        return HttpResponse(masking.WITHHELD, status=403, content_type="text/plain")
+    response = HttpResponse(body, content_type="application/octet-stream")
     filename = quote(f"{stream}-{seq}.bin", safe="")
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{filename}"
     return response
@@ -243,6 +262,7 @@ def api_messages(request: HttpRequest, name: str, stream: str) -> JsonResponse:
         with nats_client(broker) as client:
             browser = StreamBrowser(client, stream, body_limit=settings.SLUICE_BODY_LIMIT)
             page = read(browser, opts)
+        masker = masking.for_request(request, broker.name, stream)
     except Missing as exc:
         return error(sentence(str(exc)), 404)
     except (BadInput, Rejected) as exc:
@@ -256,7 +276,7 @@ def api_messages(request: HttpRequest, name: str, stream: str) -> JsonResponse:
             "first_seq": info.first_seq,
             "last_seq": info.last_seq,
             "messages_in_stream": info.messages,
-            "messages": [msg_json(m) for m in page.messages],
+            "messages": [msg_json(masked_msg(m, masker)) for m in page.messages],
             "next_seq": page.next_seq,
             "before": page.before,
             "note": page.note,
@@ -280,7 +300,8 @@ def api_message(request: HttpRequest, name: str, stream: str, seq: int) -> JsonR
         return error(sentence(str(exc)), 400)
     except BrokerError as exc:
         return error(sentence(str(exc)), 502)
-    return JsonResponse(msg_json(message))
+    masker = masking.for_request(request, broker.name, stream)
+    return JsonResponse(msg_json(masked_msg(message, masker)))
 
 
 # Under /brokers/<name>/

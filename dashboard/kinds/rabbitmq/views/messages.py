@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from brokers.base import BrokerError, Message, Published, adapter_class
-from dashboard import decoding
+from dashboard import decoding, masking
 from dashboard.auth import (
     OPERATOR,
     VIEWER,
@@ -152,7 +152,11 @@ def browse(request: HttpRequest, name: str, key: str) -> HttpResponse:
                 "queue.browse",
             )
             schemas = decoding.schemas()
-            ctx["shown"] = [messageview.shown(m, death_info, dest.name, schemas) for m in got]
+            masker = masking.for_request(request, broker.name, dest.name)
+            ctx["shown"] = [
+                messageview.shown(masker.message(m), death_info, dest.name, schemas, masker.mask)
+                for m in got
+            ]
         except BrokerError as exc:
             ctx["error"] = str(exc)
     return render(request, "dashboard/rabbitmq/messages.html", ctx)
@@ -185,7 +189,10 @@ def body(request: HttpRequest, name: str, key: str) -> HttpResponse:
             status=404,
             content_type="text/plain",
         )
-    response = HttpResponse(message.body, content_type="application/octet-stream")
+    body = masking.for_request(request, broker.name, dest.name).download(message.body)
+    if body is None:
+        return HttpResponse(masking.WITHHELD, status=403, content_type="text/plain")
+    response = HttpResponse(body, content_type="application/octet-stream")
     response["Content-Disposition"] = (
         f"attachment; filename*=UTF-8''{quote(dest.name, safe='')}-{quote(wanted[:40], safe='')}.bin"
     )
