@@ -99,3 +99,19 @@ def test_a_viewer_cannot_import_and_a_bad_upload_changes_nothing(
     missing = bob.post("/brokers/rabbit/import/", {"queue": queue}, HTTP_X_CSRFTOKEN=token)
     assert missing.status_code == 400 and b"choose an NDJSON file" in missing.content
     assert not Job.objects.exists() and t.count(queue) == 0
+
+
+def test_a_file_is_checked_as_it_arrives_in_bounded_memory(monkeypatch: Any) -> None:
+    from dashboard.jobs import imports
+
+    good = b'{"body": "x"}\n'
+    # Lines split across chunks anywhere, and a last line with no newline.
+    chunks = [good[:5], good[5:] + good[:3], good[3:] + b'{"body": "y"}']
+    checked = imports.check_file(chunks)
+    assert (checked.lines, checked.errors) == (3, [])
+    assert [b for _, b in checked.blocks()] == [good * 2 + b'{"body": "y"}\n']
+    monkeypatch.setattr(imports, "MAX_LINE", 1000)
+    endless = imports.check_file([good] + [b"a" * 600] * 3)
+    assert endless.errors == ["line 2 is longer than 1,000 bytes"]
+    many = imports.check_file([good * 5], max_lines=3)
+    assert many.errors == ["more than 3 messages: split the file"]

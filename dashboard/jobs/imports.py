@@ -22,9 +22,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
+import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -39,6 +41,8 @@ from dashboard.models import Broker, ImportLines, Job
 
 BLOCK = 1000
 MAX_ERRORS = 20
+MAX_LINE = 64 * 1024 * 1024  # bytes one line may hold
+SPOOL_IN_MEMORY = 4 * 1024 * 1024  # bytes of checked lines held in memory before disk
 ACTION = "import"
 
 
@@ -109,10 +113,11 @@ def message_of(raw: bytes, n: int) -> Message:
 
 
 class Checked:
-    """A file read and checked: its lines in blocks, or the first errors found."""
+    """A file read and checked: its good lines spooled (to disk past a few MiB), or the
+    first errors found."""
 
     def __init__(self) -> None:
-        self.blocks: list[bytes] = []
+        self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         self.lines = 0
         self.bytes = 0
         self.errors: list[str] = []
@@ -123,16 +128,30 @@ class Checked:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
+    def blocks(self) -> Iterator[tuple[int, bytes]]:
+        """(number of its first line, the block's lines) for every BLOCK lines kept."""
+        self.spool.seek(0)
+        first = 0
+        while True:
+            block = list(itertools.islice(self.spool, BLOCK))
+            if not block:
+                return
+            yield first, b"".join(block)
+            first += len(block)
+
 
 def check_file(chunks: Iterable[bytes], max_lines: int | None = None) -> Checked:
-    """Every line of the file checked; blank lines are skipped. Holds the file's lines
-    (they are stored with the job), never more than one block's parsed objects."""
+    """Every line of the file checked; blank lines are skipped. The good lines go to a
+    spool file, so the file's size costs no memory: one line at a time is read."""
     limit = max_lines or settings.SLUICE_IMPORT_MAX_LINES
     checked = Checked()
-    block: list[bytes] = []
     number = 0
     for raw in _lines(chunks, checked):
         number += 1
+        if raw is None:
+            checked.bad += 1
+            checked.errors.append(f"line {number} is longer than {MAX_LINE:,} bytes")
+            break
         if not raw.strip():
             continue
         _, why = check_line(raw)
@@ -146,27 +165,31 @@ def check_file(chunks: Iterable[bytes], max_lines: int | None = None) -> Checked
             checked.errors.append(f"more than {limit:,} messages: split the file")
             checked.bad += 1
             break
-        block.append(raw.rstrip(b"\r\n") + b"\n")
-        if len(block) == BLOCK:
-            checked.blocks.append(b"".join(block))
-            block = []
-    if block:
-        checked.blocks.append(b"".join(block))
+        if not checked.errors:
+            checked.spool.write(raw.rstrip(b"\r\n") + b"\n")
     if not checked.lines and not checked.errors:
         checked.errors.append("the file holds no messages")
     return checked
 
 
-def _lines(chunks: Iterable[bytes], checked: Checked) -> Iterable[bytes]:
-    rest = b""
+def _lines(chunks: Iterable[bytes], checked: Checked) -> Iterator[bytes | None]:
+    """The file's lines as they arrive; None, and no more, for a line over MAX_LINE."""
+    rest = bytearray()
     for chunk in chunks:
         checked.bytes += len(chunk)
         checked._digest.update(chunk)
-        rest += chunk
-        *whole, rest = rest.split(b"\n")
-        yield from whole
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            rest += chunk[start:end]
+            yield bytes(rest)
+            rest.clear()
+            start = end + 1
+        rest += chunk[start:]
+        if len(rest) > MAX_LINE:
+            yield None
+            return
     if rest:
-        yield rest
+        yield bytes(rest)
 
 
 def create(
@@ -190,7 +213,7 @@ def create(
         )
     route = kind.import_route(target)
     targets: Counter[str] = Counter()
-    for first, block in _numbered(checked.blocks):
+    for first, block in checked.blocks():
         for i, raw in enumerate(block.splitlines()):
             exchange, key = route(message_of(raw, first + i))
             targets[f"{exchange} → {key}" if key else exchange] += 1
@@ -218,10 +241,9 @@ def create(
                 "file": {"name": file_name, "bytes": checked.bytes, "sha256": checked.sha256},
             },
         )
-        ImportLines.objects.bulk_create(
-            ImportLines(job=job, first=first, lines=block)
-            for first, block in _numbered(checked.blocks)
-        )
+        rows = (ImportLines(job=job, first=first, lines=block) for first, block in checked.blocks())
+        while stored := list(itertools.islice(rows, 20)):
+            ImportLines.objects.bulk_create(stored)
         audit(
             user,
             "job.import.preview",
@@ -233,11 +255,8 @@ def create(
             bytes=checked.bytes,
             sha256=checked.sha256,
         )
+    checked.spool.close()
     return job
-
-
-def _numbered(blocks: list[bytes]) -> Iterable[tuple[int, bytes]]:
-    return ((i * BLOCK, block) for i, block in enumerate(blocks))
 
 
 class ImportTransfer:
