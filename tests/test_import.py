@@ -115,3 +115,13 @@ def test_a_file_is_checked_as_it_arrives_in_bounded_memory(monkeypatch: Any) -> 
     assert endless.errors == ["line 2 is longer than 1,000 bytes"]
     many = imports.check_file([good * 5], max_lines=3)
     assert many.errors == ["more than 3 messages: split the file"]
+
+
+def test_lines_an_export_could_not_fill_are_refused() -> None:
+    from dashboard.jobs.imports import check_line
+
+    gone = b'{"body": "", "properties": {"present": false}}'
+    assert "left its stream" in check_line(gone)[1]
+    assert "cut short" in check_line(b'{"body": "ab", "truncated": true}')[1]
+    assert "masking rules" in check_line(b'{"body": "x", "masked": true}')[1]
+    assert check_line(b'{"body": "x", "properties": {"present": true}}')[1] == ""

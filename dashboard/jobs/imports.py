@@ -81,6 +81,8 @@ def check_line(raw: bytes) -> tuple[dict[str, Any] | None, str]:
             None,
             "it was exported with masking rules applied: its masked values would be published",
         )
+    if isinstance(obj.get("properties"), dict) and obj["properties"].get("present") is False:
+        return None, "its message had left its stream when it was exported: there is no body"
     if obj.get("truncated"):
         return None, "its body was cut short when it was exported: it cannot be sent whole"
     for name in ("headers", "properties"):
