@@ -331,3 +331,17 @@ def test_editing_a_record_the_log_no_longer_holds_says_so(dlt, client_for) -> No
         page = operator.get(response["Location"]).content.decode()
         assert html.escape(message) in page
     assert not Job.objects.exists()
+
+
+def test_a_job_over_ticked_records_reads_only_where_they_lie(dlt, personas, kafka) -> None:
+    """Two records of a 40-record topic chosen by id: the job reads from the first to the
+    last of them in their partition, and nothing of the other."""
+    job = make_job(
+        dlt["broker"], personas, source=f"topic/{dlt['dead']}", selection={"ids": ["0:7", "0:4"]}
+    )
+    assert job.cursor["ranges"] == {"0": [4, 8], "1": [0, 0]}
+    job = run(job)
+    assert (job.state, job.replayed, job.kept) == ("done", 2, 2)
+    assert job.done == 4  # offsets 4 to 7: two chosen, two passed over on the way
+    copies = read_all(kafka["bootstrap_servers"], dlt["origin"])
+    assert sorted(c.key for c in copies) == [b"k14", b"k8"]

@@ -102,6 +102,8 @@ def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
         ranges = _log_range(broker, dest.name, wanted)
     except BrokerError as exc:
         raise Invalid(f"could not read {dest.name}: {exc}") from None
+    if "ids" in selection:
+        ranges = spans(ranges, selection["ids"])
     return {
         "action": action,
         "source": dest.key,
@@ -116,6 +118,28 @@ def check(broker: Broker, data: dict[str, Any]) -> dict[str, Any]:
             "next": {},
         },
     }
+
+
+def spans(ranges: dict[int, tuple[int, int]], ids: list[str]) -> dict[int, tuple[int, int]]:
+    """`ranges` cut to the offsets where the chosen records ("partition:offset") lie: a job
+    over ticked records reads from the first of them to the last in each partition, and
+    nothing of a partition that holds none."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for chosen in ids:
+        p, _, o = str(chosen).partition(":")
+        if p.isdigit() and o.isdigit():
+            part, offset = int(p), int(o)
+            first[part] = min(first.get(part, offset), offset)
+            last[part] = max(last.get(part, offset), offset)
+    out: dict[int, tuple[int, int]] = {}
+    for part, (start, end) in ranges.items():
+        if part not in first:
+            out[part] = (start, start)
+            continue
+        lo = min(max(start, first[part]), end)
+        out[part] = (lo, max(lo, min(end, last[part] + 1)))
+    return out
 
 
 def _log_range(

@@ -53,6 +53,7 @@ class Registration:
     removing: ClassVar[dict[str, Any]] = {}  # fields that make a replay remove its originals
     kill_count: ClassVar[int]  # messages of the kill -9 test
     drops_resent_copies: ClassVar[bool] = False  # the target drops a copy sent twice
+    seeks_ids: ClassVar[bool] = False  # a job over ids reads only where they lie
     cannot: ClassVar[dict[str, str]] = {}  # contract items the kind cannot do, and why
 
     def __init__(self, services: dict[str, str], unique: str) -> None:

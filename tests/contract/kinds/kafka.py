@@ -23,6 +23,7 @@ class Kafka(Registration):
     refused = "kept: failed"
     own_headers = ("x-original-topic", "x-exception-message")
     kill_count = 60_000
+    seeks_ids = True
     cannot = {
         "remove originals": "a Kafka topic keeps its records until retention removes them: "
         "no job takes one off it",
