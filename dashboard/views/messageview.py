@@ -122,6 +122,9 @@ def decoded_view(found: Decoded | None, mask: Mask | None = None) -> dict[str, A
         "shown": DECODED_CHARS,
         # What was inside, when it is no encoding known here (gzip of an image, say).
         "hex": hexdump(found.value) if found.form == "bytes" and found.value else "",
+        # Bytes no schema or encoding here could read (a leading zero byte that may be
+        # Confluent framing, say): the raw body shows open, as any binary body does.
+        "raw_open": found.form == "bytes",
     }
 
 
