@@ -196,18 +196,11 @@ def masked(record: Record, masker: masking.Masker) -> Record:
     body cut short withholds it (masking.HIDDEN)."""
     if not masker:
         return record
-
-    def seen(name: str, value: bytes | None) -> bytes | None:
-        if value is None:
-            return None
-        shown = masker.value(name, value)
-        return shown.encode() if isinstance(shown, str) else shown
-
     return replace(
         record,
         body=masker.body(record.body),
-        key=seen("key", record.key),
-        headers=tuple((n, seen(n, v)) for n, v in record.headers),
+        key=masker.raw("key", record.key),
+        headers=tuple((n, masker.raw(n, v)) for n, v in record.headers),
     )
 
 

@@ -9,6 +9,7 @@ and not yet recorded. Each kind replays as many messages as it did alone before
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 import requests
@@ -16,6 +17,25 @@ import requests
 from tests.app_fixtures import wait_for
 from tests.contract.flow import mid_batch, start_job
 from tests.contract.kinds import Registration
+
+
+def nothing_lost(
+    kind: Registration, src: Any, count: int, at_kill: Any, final: Any, what: str
+) -> int:
+    """Check the kill came mid-job and every message reached its destination; how many
+    reached it twice."""
+    assert count // 4 <= at_kill["done"] < count, f"the worker was not killed mid-{what}"
+    delivered = kind.copy_bodies(src)
+    lost = set(src.bodies) - set(delivered)
+    twice = sum(n - 1 for n in delivered.values())
+    print(
+        f"\n{kind.name} {what}: killed at {at_kill['done']:,} of {count:,}; after resume "
+        f"{len(delivered):,} delivered, {twice} twice (the job counted {final['duplicates']} "
+        f"sent twice), {len(lost)} lost"
+    )
+    assert lost == set()
+    assert set(delivered) <= set(src.bodies)
+    return twice
 
 
 @pytest.mark.timeout(600)
@@ -29,17 +49,7 @@ def test_kill_the_worker_mid_replay_then_resume_loses_nothing(stack, kind: Regis
     wait_for(lambda: mid_batch(stack, job["id"], count // 4), timeout=120, every=0.002)
 
     at_kill, final = stack.kill_and_resume(api, job["id"])
-    assert count // 4 <= at_kill["done"] < count, "the worker was not killed mid-replay"
-    delivered = kind.copy_bodies(src)
-    lost = set(src.bodies) - set(delivered)
-    twice = sum(n - 1 for n in delivered.values())
-    print(
-        f"\n{kind.name}: killed at {at_kill['done']:,} of {count:,}; after resume "
-        f"{len(delivered):,} delivered, {twice} twice (the job counted {final['duplicates']} "
-        f"sent twice), {len(lost)} lost"
-    )
-    assert lost == set()
-    assert set(delivered) <= set(src.bodies)
+    twice = nothing_lost(kind, src, count, at_kill, final, "replay")
     assert final["replayed"] >= count
     # A log's job fixes its end when created; a queue's counts what the queue holds at each run.
     assert final["total"] == count or kind.drains
@@ -74,16 +84,7 @@ def test_kill_the_worker_mid_import_then_resume_loses_nothing(stack, kind: Regis
     wait_for(lambda: mid_batch(stack, job["id"], count // 4), timeout=120, every=0.002)
 
     at_kill, final = stack.kill_and_resume(api, job["id"])
-    assert count // 4 <= at_kill["done"] < count, "the worker was not killed mid-import"
-    delivered = kind.copy_bodies(src)
-    lost = set(src.bodies) - set(delivered)
-    twice = sum(n - 1 for n in delivered.values())
-    print(
-        f"\n{kind.name} import: killed at {at_kill['done']:,} of {count:,}; after resume "
-        f"{len(delivered):,} delivered, {twice} twice (the job counted {final['duplicates']}), "
-        f"{len(lost)} lost"
-    )
-    assert lost == set()
+    twice = nothing_lost(kind, src, count, at_kill, final, "import")
     assert final["state"] == "done" and final["replayed"] >= count
     assert twice <= final["duplicates"], "every duplicate is counted by the job"
     assert kind.source_bodies(src) == Counter(src.bodies)  # an import reads only its file
