@@ -219,12 +219,11 @@ class Export:
         if self._closed or self._reader is None:
             return
         self._closed = True
-        if self._reader is not None:
-            try:
-                self._reader.close()
-            except BrokerError:
-                pass
-            self._reader = None
+        try:
+            self._reader.close()
+        except BrokerError:
+            pass
+        self._reader = None
         audit(
             self.user,
             self.action,

@@ -275,15 +275,22 @@ class ImportTransfer:
         self.lines = int(job.cursor["lines"])
         self.next = int(job.cursor.get("next", 0))
         self._read = self.next
+        self._block: tuple[int, list[bytes]] = (-1, [])  # the last block read, by its first line
+
+    def _lines(self, first: int) -> list[bytes]:
+        """The block of lines from `first` on, read once however many batches it feeds."""
+        if self._block[0] != first:
+            row = ImportLines.objects.filter(job=self.job, first=first).first()
+            if row is None:
+                raise BrokerError(f"the import's lines from {first + 1} are missing", False)
+            self._block = (first, bytes(row.lines).splitlines())
+        return self._block[1]
 
     def fetch(self, limit: int, timeout: float) -> list[Message]:
         out: list[Message] = []
         while len(out) < limit and self._read < self.lines:
             first = self._read - self._read % BLOCK
-            row = ImportLines.objects.filter(job=self.job, first=first).first()
-            if row is None:
-                raise BrokerError(f"the import's lines from {first + 1} are missing", False)
-            lines = bytes(row.lines).splitlines()
+            lines = self._lines(first)
             for i in range(self._read - first, len(lines)):
                 if len(out) == limit:
                     break

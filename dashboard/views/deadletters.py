@@ -138,7 +138,7 @@ def _row(
     queue = found["queue"]
     scan = scans.get(queue.key)
     # As the reader may see them: the groups are of what is shown.
-    msgs = masking.rows(lambda _: masker, scan.messages, str) if scan else []
+    msgs = masking.rows(lambda _: masker, scan.messages, lambda _: queue.name) if scan else []
     # What jobs took off the queue since the look is not there any more.
     taken, by_jobs = jobs.taken_since(queue.broker, queue.key, scan.at) if scan else (set(), [])
     if taken:
